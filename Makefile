@@ -1,0 +1,58 @@
+# Kappa's entry points. `make run` and `make test` are the two commands of
+# the README: each installs and starts what it needs on a Debian machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+GO ?= go
+STACK := deploy/stack.sh
+# The addresses of the local stack, for every target that talks to it.
+STACK_ENV = eval "$$(bash $(STACK) env)"
+GOLANGCI_VERSION := v2.15.0
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: stack build ## Start the stores and run every role in one process (embedded Kafka).
+	$(STACK_ENV) && ./kappa dev --http-addr 127.0.0.1:8080
+
+.PHONY: run-split
+run-split: stack build ## Run every role as its own process against the real Kafka broker.
+	$(STACK_ENV) && ./kappa migrate && \
+	  trap 'kill 0' EXIT INT TERM; \
+	  ./kappa process & ./kappa project clickhouse & ./kappa project postgres & \
+	  ./kappa ingest --http-addr 127.0.0.1:8080 & wait
+
+.PHONY: build
+build: ## Build the kappa binary.
+	$(GO) build -o kappa ./cmd/kappa
+
+.PHONY: test
+test: stack ## Start the local stack and run every test with the race detector.
+	$(STACK_ENV) && KAPPA_INTEGRATION=require $(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: test-short
+test-short: ## Run the tests that need no servers.
+	$(GO) test -race -count=1 ./...
+
+.PHONY: check
+check: ## gofmt, go vet and golangci-lint.
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION) run ./...
+
+.PHONY: stack
+stack: ## Install (first time) and start Postgres, ClickHouse and Kafka on loopback.
+	bash $(STACK) up
+
+.PHONY: stack-down
+stack-down: ## Stop the local stack; data stays in .stack/.
+	bash $(STACK) down
+
+.PHONY: stack-status
+stack-status: ## Show which stack components are up.
+	bash $(STACK) status
+
+.PHONY: stack-purge
+stack-purge: ## Stop the local stack and delete its data.
+	bash $(STACK) down --purge

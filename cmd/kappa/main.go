@@ -1,0 +1,190 @@
+// Command kappa runs Kappa's roles. Every role can run as its own process,
+// so each can be deployed and scaled on its own; `kappa dev` runs them all
+// in one process with an embedded Kafka broker.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/roles"
+)
+
+// The defaults point at the local stack started by `make stack`.
+type kafkaFlags struct {
+	Brokers     []string `env:"KAPPA_KAFKA_BROKERS" default:"127.0.0.1:19092" help:"Kafka seed brokers, comma-separated."`
+	TopicPrefix string   `env:"KAPPA_TOPIC_PREFIX" default:"kappa" help:"Prefix of the topic names (<prefix>.commands, .events, .outcomes, .events.dlq)."`
+	Partitions  int32    `env:"KAPPA_PARTITIONS" default:"6" help:"Partitions of the commands, events and outcomes topics when Kappa creates them."`
+	GroupPrefix string   `env:"KAPPA_GROUP_PREFIX" default:"kappa" help:"Prefix of the consumer groups (<prefix>-processor, -clickhouse, -postgres)."`
+}
+
+type postgresFlags struct {
+	PostgresURL    string `name:"postgres-url" env:"KAPPA_POSTGRES_URL" default:"postgres://kappa:kappa@127.0.0.1:55432/kappa?sslmode=disable" help:"Postgres connection URL."`
+	PostgresSchema string `name:"postgres-schema" env:"KAPPA_POSTGRES_SCHEMA" default:"kappa" help:"Postgres schema of the read models."`
+}
+
+type clickhouseFlags struct {
+	ClickHouseAddr     []string `name:"clickhouse-addr" env:"KAPPA_CLICKHOUSE_ADDR" default:"127.0.0.1:19000" help:"ClickHouse native-protocol addresses."`
+	ClickHouseDatabase string   `name:"clickhouse-database" env:"KAPPA_CLICKHOUSE_DATABASE" default:"kappa" help:"ClickHouse database of the projection."`
+	ClickHouseUser     string   `name:"clickhouse-user" env:"KAPPA_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
+	ClickHousePassword string   `name:"clickhouse-password" env:"KAPPA_CLICKHOUSE_PASSWORD" default:"" help:"ClickHouse password."`
+}
+
+type httpFlags struct {
+	HTTPAddr          string        `name:"http-addr" env:"KAPPA_HTTP_ADDR" default:":8080" help:"Listen address of the HTTP API."`
+	MaxBodyBytes      int64         `env:"KAPPA_MAX_BODY_BYTES" default:"1048576" help:"Largest body of POST /v1/commands."`
+	MaxBatchBodyBytes int64         `env:"KAPPA_MAX_BATCH_BODY_BYTES" default:"33554432" help:"Largest body of POST /v1/commands:batch."`
+	MaxBatchCommands  int           `env:"KAPPA_MAX_BATCH_COMMANDS" default:"10000" help:"Most commands in one batch."`
+	MaxWait           time.Duration `env:"KAPPA_MAX_WAIT" default:"30s" help:"Cap on Prefer: wait=N and on lookup waits."`
+	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"5s" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
+}
+
+type batchFlags struct {
+	FlushInterval   time.Duration `env:"KAPPA_FLUSH_INTERVAL" default:"200ms" help:"Longest an event waits in a partial projection batch."`
+	MaxBatchRecords int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"10000" help:"Most events in one projection batch."`
+}
+
+type logFlags struct {
+	LogLevel  slog.Level `env:"KAPPA_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn, error."`
+	LogFormat string     `env:"KAPPA_LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
+}
+
+type cli struct {
+	logFlags
+	Ingest  ingestCmd  `cmd:"" help:"Serve the HTTP API: command intake, outcomes and lookups."`
+	Process processCmd `cmd:"" help:"Run a command processor."`
+	Project projectCmd `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
+	Migrate migrateCmd `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
+	Dev     devCmd     `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
+}
+
+type ingestCmd struct {
+	kafkaFlags
+	postgresFlags
+	httpFlags
+}
+
+type processCmd struct {
+	kafkaFlags
+}
+
+type projectCmd struct {
+	kafkaFlags
+	postgresFlags
+	clickhouseFlags
+	batchFlags
+	Store string `arg:"" enum:"clickhouse,postgres" help:"Which store to project into: clickhouse or postgres."`
+}
+
+type migrateCmd struct {
+	kafkaFlags
+	postgresFlags
+	clickhouseFlags
+	Only string `enum:"all,postgres,clickhouse" default:"all" help:"Migrate only one store."`
+}
+
+type devCmd struct {
+	kafkaFlags
+	postgresFlags
+	clickhouseFlags
+	httpFlags
+	batchFlags
+	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log."`
+	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
+}
+
+func (k kafkaFlags) apply(c *roles.Config) {
+	c.Brokers, c.TopicPrefix, c.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
+}
+
+func (p postgresFlags) apply(c *roles.Config) {
+	c.Postgres = postgres.Config{URL: p.PostgresURL, Schema: p.PostgresSchema}
+}
+
+func (f clickhouseFlags) apply(c *roles.Config) {
+	c.ClickHouse = clickhouse.Config{Addr: f.ClickHouseAddr, Database: f.ClickHouseDatabase, Username: f.ClickHouseUser, Password: f.ClickHousePassword}
+}
+
+func (h httpFlags) apply(c *roles.Config) {
+	c.HTTPAddr = h.HTTPAddr
+	c.API = api.Config{MaxBodyBytes: h.MaxBodyBytes, MaxBatchBodyBytes: h.MaxBatchBodyBytes, MaxBatchCommands: h.MaxBatchCommands, MaxWait: h.MaxWait, LookupWait: h.LookupWait}
+}
+
+func (b batchFlags) apply(c *roles.Config) {
+	c.FlushInterval, c.MaxBatchRecords = b.FlushInterval, b.MaxBatchRecords
+}
+
+func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	c.postgresFlags.apply(&cfg)
+	c.httpFlags.apply(&cfg)
+	return roles.Ingest(ctx, cfg)
+}
+
+func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	return roles.Process(ctx, cfg)
+}
+
+func (c *projectCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	c.batchFlags.apply(&cfg)
+	if c.Store == "postgres" {
+		c.postgresFlags.apply(&cfg)
+		return roles.ProjectPostgres(ctx, cfg)
+	}
+	c.clickhouseFlags.apply(&cfg)
+	return roles.ProjectClickHouse(ctx, cfg)
+}
+
+func (c *migrateCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	c.postgresFlags.apply(&cfg)
+	c.clickhouseFlags.apply(&cfg)
+	return roles.Migrate(ctx, cfg, c.Only != "clickhouse", c.Only != "postgres")
+}
+
+func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	c.postgresFlags.apply(&cfg)
+	c.clickhouseFlags.apply(&cfg)
+	c.httpFlags.apply(&cfg)
+	c.batchFlags.apply(&cfg)
+	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort)
+}
+
+func main() {
+	var flags cli
+	kctx := kong.Parse(&flags,
+		kong.Name("kappa"),
+		kong.Description("CQRS with event sourcing on Kafka, projected into ClickHouse and Postgres."),
+		kong.UsageOnError(),
+	)
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: flags.LogLevel})
+	if flags.LogFormat == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: flags.LogLevel})
+	}
+	logger := slog.New(handler)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	kctx.BindTo(ctx, (*context.Context)(nil))
+	kctx.Bind(roles.Config{Logger: logger})
+	if err := kctx.Run(); err != nil && !errors.Is(err, context.Canceled) {
+		logger.Error("kappa "+kctx.Command(), "err", err)
+		fmt.Fprintln(os.Stderr, "kappa:", err)
+		os.Exit(1)
+	}
+}

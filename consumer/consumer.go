@@ -1,0 +1,350 @@
+// Package consumer is the consumer-group runtime every projection runs on:
+// poll, decode, batch, apply to the sink, then commit. The sink, not Kafka's
+// committed offsets, decides where consumption resumes after an assignment,
+// because a sink is not part of Kafka transactions: only its own contents
+// say what it has. Offsets are still committed to Kafka after each applied
+// batch so that lag tooling works.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// Sink is where a projection writes. Implementations live in projections/.
+type Sink interface {
+	// Resume returns, for each partition of topic, the next offset to
+	// consume according to the sink's own state. A partition missing from
+	// the result starts at the beginning of the topic.
+	Resume(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error)
+	// Apply writes a batch, in order per partition, together with the
+	// positions it covers, so that a later Resume reflects exactly what was
+	// written. Redelivered records must not be applied twice.
+	Apply(ctx context.Context, batch []schemas.Record) error
+}
+
+// Config configures a Consumer. Zero values take the documented defaults.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Group is the consumer group id, for example "kappa-clickhouse". Required.
+	Group string
+	// Topic is the events topic to project. Required.
+	Topic string
+	// DeadLetterTopic receives records that cannot be decoded. Required.
+	DeadLetterTopic string
+	// Projection names the projection in logs and dead-letter headers. Required.
+	Projection string
+	// MaxBatchRecords caps one applied batch. Default 10000.
+	MaxBatchRecords int
+	// FlushInterval is the longest a record waits in a partial batch.
+	// Default 200ms.
+	FlushInterval time.Duration
+	// MaxRetryBackoff caps the wait between attempts to apply a batch the
+	// sink refused. Attempts go on until the context ends. Default 10s.
+	MaxRetryBackoff time.Duration
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+	// ClientOpts are extra franz-go options, for tests and tuning.
+	ClientOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxBatchRecords == 0 {
+		c.MaxBatchRecords = 10000
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = 200 * time.Millisecond
+	}
+	if c.MaxRetryBackoff == 0 {
+		c.MaxRetryBackoff = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every configuration problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("consumer: Brokers is required"))
+	}
+	for name, v := range map[string]string{"Group": c.Group, "Topic": c.Topic, "DeadLetterTopic": c.DeadLetterTopic, "Projection": c.Projection} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("consumer: %s is required", name))
+		}
+	}
+	if c.MaxBatchRecords < 0 {
+		errs = append(errs, errors.New("consumer: MaxBatchRecords must be positive"))
+	}
+	if c.FlushInterval < 0 || c.MaxRetryBackoff < 0 {
+		errs = append(errs, errors.New("consumer: durations must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Consumer runs one projection's consumer group member.
+type Consumer struct {
+	cfg     Config
+	sink    Sink
+	log     *slog.Logger
+	healthy atomic.Bool
+	applied atomic.Int64
+}
+
+// New returns a Consumer for sink, or the configuration's problems.
+func New(cfg Config, sink Sink) (*Consumer, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Consumer{cfg: cfg, sink: sink, log: cfg.Logger.With("projection", cfg.Projection)}, nil
+}
+
+// Healthy reports whether the last attempt to apply a batch succeeded.
+func (c *Consumer) Healthy() bool { return c.healthy.Load() }
+
+// AppliedRecords counts records applied since start.
+func (c *Consumer) AppliedRecords() int64 { return c.applied.Load() }
+
+// Run consumes until ctx ends. A batch in flight when ctx ends is not
+// committed; the sink's own positions make its redelivery harmless.
+func (c *Consumer) Run(ctx context.Context) error {
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(c.cfg.Brokers...),
+		kgo.ConsumerGroup(c.cfg.Group),
+		kgo.ConsumeTopics(c.cfg.Topic),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.AdjustFetchOffsetsFn(c.resumeFromSink),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(0),
+	}, c.cfg.ClientOpts...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
+	}
+	defer cl.Close()
+	c.healthy.Store(true)
+
+	for {
+		batch, dead, err := c.collect(ctx, cl)
+		if err != nil {
+			cl.AllowRebalance()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := c.deadLetter(ctx, cl, dead); err != nil {
+			cl.AllowRebalance()
+			return nilOnCancel(ctx, err)
+		}
+		if err := c.apply(ctx, batch); err != nil {
+			cl.AllowRebalance()
+			return nilOnCancel(ctx, err)
+		}
+		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+			// The sink holds the truth; a failed commit only makes lag
+			// tooling lag behind, so it is logged, not fatal.
+			c.log.Warn("commit offsets to kafka", "err", err)
+		}
+		cl.AllowRebalance()
+	}
+}
+
+// collect polls until it has MaxBatchRecords or FlushInterval has passed
+// since the first record arrived. Rebalances stay blocked from the first
+// poll that returns records until the caller allows them.
+func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas.Record, dead []deadLetter, err error) {
+	var deadline time.Time
+	for len(batch) < c.cfg.MaxBatchRecords {
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			pollCtx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(batch)-len(dead))
+		cancel()
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
+		}
+		if fetches.IsClientClosed() {
+			return nil, nil, errors.New("kafka client closed")
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch", "topic", topic, "partition", partition, "err", err)
+			}
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			rec, err := decode(r)
+			if err != nil {
+				dead = append(dead, deadLetter{record: r, reason: err})
+				rec = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+			}
+			batch = append(batch, rec)
+		})
+		if deadline.IsZero() && len(batch) > 0 {
+			deadline = time.Now().Add(c.cfg.FlushInterval)
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			break
+		}
+	}
+	return batch, dead, nil
+}
+
+// decode turns a Kafka record into the shared currency of projections.
+func decode(r *kgo.Record) (schemas.Record, error) {
+	env, err := kafkaenv.Envelope(r)
+	if err != nil {
+		return schemas.Record{}, err
+	}
+	rec := schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r), Envelope: env}
+	if env.Type == schemas.OutcomeType {
+		o, err := schemas.DecodeOutcome(r.Value)
+		if err != nil {
+			return schemas.Record{}, err
+		}
+		rec.Payload = o
+		return rec, nil
+	}
+	rec.Payload, err = schemas.DecodeEvent(env)
+	return rec, err
+}
+
+// apply writes the batch, retrying with capped exponential backoff and full
+// jitter until it succeeds or ctx ends: a sink outage blocks, never drops.
+func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := c.sink.Apply(ctx, batch)
+		if err == nil {
+			c.healthy.Store(true)
+			c.applied.Add(int64(len(batch)))
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.healthy.Store(false)
+		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
+		c.log.Error("apply batch; retrying", "records", len(batch), "attempt", attempt, "retry_in", wait, "err", err)
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+		backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
+	}
+}
+
+// resumeFromSink replaces Kafka's committed offsets with the sink's.
+func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	for topic, partitions := range assigned {
+		ids := make([]int32, 0, len(partitions))
+		for p := range partitions {
+			ids = append(ids, p)
+		}
+		var next map[int32]int64
+		backoff := 100 * time.Millisecond
+		for {
+			var err error
+			next, err = c.sink.Resume(ctx, topic, ids)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("resume %s from sink: %w", topic, err)
+			}
+			c.healthy.Store(false)
+			c.log.Error("read resume positions from sink; retrying", "topic", topic, "err", err)
+			if err := sleep(ctx, backoff); err != nil {
+				return nil, err
+			}
+			backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
+		}
+		for _, p := range ids {
+			offset := kgo.NewOffset().AtStart()
+			if o, ok := next[p]; ok {
+				offset = kgo.NewOffset().At(o)
+			}
+			partitions[p] = offset.WithEpoch(-1)
+			c.log.Info("resume", "topic", topic, "partition", p, "offset", next[p])
+		}
+	}
+	return assigned, nil
+}
+
+type deadLetter struct {
+	record *kgo.Record
+	reason error
+}
+
+// Dead-letter headers, added to the original record's headers.
+const (
+	HeaderDLQReason     = "kappa_dlq_reason"
+	HeaderDLQProjection = "kappa_dlq_projection"
+	HeaderDLQTopic      = "kappa_dlq_topic"
+	HeaderDLQPartition  = "kappa_dlq_partition"
+	HeaderDLQOffset     = "kappa_dlq_offset"
+)
+
+// deadLetter parks records that cannot be decoded, keyed as the original,
+// so the partition keeps flowing. It produces synchronously before the
+// batch is applied, so a parked record is never lost.
+func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLetter) error {
+	if len(dead) == 0 {
+		return nil
+	}
+	records := make([]*kgo.Record, len(dead))
+	for i, d := range dead {
+		r := d.record
+		c.log.Warn("dead-letter record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", d.reason)
+		headers := append(append([]kgo.RecordHeader(nil), r.Headers...),
+			kgo.RecordHeader{Key: HeaderDLQReason, Value: []byte(d.reason.Error())},
+			kgo.RecordHeader{Key: HeaderDLQProjection, Value: []byte(c.cfg.Projection)},
+			kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
+			kgo.RecordHeader{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+			kgo.RecordHeader{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+		)
+		records[i] = &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers}
+	}
+	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+		return fmt.Errorf("produce %d dead letters to %s: %w", len(records), c.cfg.DeadLetterTopic, err)
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func nilOnCancel(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil //nolint:nilerr // shutting down is not a failure
+	}
+	return err
+}

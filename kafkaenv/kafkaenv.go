@@ -1,0 +1,48 @@
+// Package kafkaenv converts between the envelopes of schemas and franz-go
+// records, so that the Kafka driver's types stay out of the event contract.
+package kafkaenv
+
+import (
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// Record builds the Kafka record of an envelope: key = aggregate id, value =
+// payload, metadata in headers.
+func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {
+	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(env.AggregateID), Value: env.Data, Headers: Headers(env.Headers())}
+}
+
+// Envelope parses a Kafka record's envelope and checks that its key is the
+// aggregate id.
+func Envelope(r *kgo.Record) (schemas.Envelope, error) {
+	hs := make([]schemas.Header, len(r.Headers))
+	for i, h := range r.Headers {
+		hs[i] = schemas.Header{Key: h.Key, Value: h.Value}
+	}
+	env, err := schemas.ParseEnvelope(hs, r.Value)
+	if err != nil {
+		return env, err
+	}
+	if string(r.Key) != env.AggregateID {
+		return env, fmt.Errorf("%w: record key %q differs from aggregate id %q", schemas.ErrMalformedEnvelope, r.Key, env.AggregateID)
+	}
+	return env, nil
+}
+
+// Headers converts envelope headers to Kafka headers.
+func Headers(hs []schemas.Header) []kgo.RecordHeader {
+	out := make([]kgo.RecordHeader, len(hs))
+	for i, h := range hs {
+		out[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+	}
+	return out
+}
+
+// Position returns where a record sits.
+func Position(r *kgo.Record) schemas.Position {
+	return schemas.Position{Partition: r.Partition, Offset: r.Offset}
+}

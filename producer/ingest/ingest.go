@@ -1,0 +1,272 @@
+// Package ingest is the command intake: it writes validated commands to the
+// commands topic with an idempotent producer and acks=all, and it watches
+// the outcomes topic so that a caller can wait for a command's decision.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/kappa-cqrs/kappa/topics"
+)
+
+// ErrUnavailable reports that Kafka did not acknowledge commands in time;
+// they must be treated as not written.
+var ErrUnavailable = errors.New("kafka unavailable")
+
+// Config configures a Publisher. Zero values take the documented defaults.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Topics names the topics. Required.
+	Topics topics.Names
+	// Source is written as ce_source. Default "kappa/ingest".
+	Source string
+	// ProduceTimeout bounds how long a command may wait for Kafka's
+	// acknowledgement before the caller is told it is unavailable.
+	// Default 5s.
+	ProduceTimeout time.Duration
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+	// ClientOpts are extra franz-go options, for tests and tuning.
+	ClientOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.Source == "" {
+		c.Source = "kappa/ingest"
+	}
+	if c.ProduceTimeout == 0 {
+		c.ProduceTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every configuration problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("ingest: Brokers is required"))
+	}
+	if c.Topics.Commands == "" || c.Topics.Outcomes == "" {
+		errs = append(errs, errors.New("ingest: Topics needs commands and outcomes"))
+	}
+	if c.ProduceTimeout < 0 {
+		errs = append(errs, errors.New("ingest: ProduceTimeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// Command is a validated command ready to be written.
+type Command struct {
+	ID          string
+	Type        string
+	AggregateID string
+	Tenant      string
+	Payload     any // one of the schemas command types
+}
+
+// Result is what happened to one command of a Publish call: its position
+// if Kafka acknowledged it, or the error; and its outcome if the caller
+// asked to wait for it and it arrived in time.
+type Result struct {
+	Position schemas.Position
+	Err      error
+	Outcome  *schemas.Outcome
+}
+
+// Publisher writes commands and watches their outcomes.
+type Publisher struct {
+	cfg      Config
+	log      *slog.Logger
+	producer *kgo.Client
+	watchers sync.Map // command id -> chan schemas.Outcome
+}
+
+// New connects a Publisher. It does not wait for Kafka to be reachable.
+func New(cfg Config) (*Publisher, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.DefaultProduceTopic(cfg.Topics.Commands),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kgo.ProducerLinger(time.Millisecond),
+	}, cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("create kafka producer: %w", err)
+	}
+	return &Publisher{cfg: cfg, log: cfg.Logger, producer: cl}, nil
+}
+
+// Close flushes nothing: every Publish already waited for its records.
+func (p *Publisher) Close() { p.producer.Close() }
+
+// NewCommandID returns a fresh, time-ordered command id.
+func NewCommandID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// Publish writes commands and waits until Kafka has acknowledged each, at
+// most ProduceTimeout. A command is durable if and only if its Result has no
+// error; the returned error is ErrUnavailable if any is not. With
+// awaitOutcome > 0 it then waits up to that long for the processors'
+// decisions.
+func (p *Publisher) Publish(ctx context.Context, cmds []Command, awaitOutcome time.Duration) ([]Result, error) {
+	var watch *watch
+	if awaitOutcome > 0 {
+		ids := make([]string, len(cmds))
+		for i, c := range cmds {
+			ids[i] = c.ID
+		}
+		watch = p.watch(ids)
+		defer watch.close()
+	}
+	results, err := p.produce(ctx, cmds)
+	if err != nil || watch == nil {
+		return results, err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, awaitOutcome)
+	defer cancel()
+	outcomes := watch.wait(waitCtx)
+	for i, c := range cmds {
+		if o, ok := outcomes[c.ID]; ok {
+			results[i].Outcome = &o
+		}
+	}
+	return results, nil
+}
+
+func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ProduceTimeout)
+	defer cancel()
+	results := make([]Result, len(cmds))
+	var wg sync.WaitGroup
+	now := time.Now().UTC()
+	for i, c := range cmds {
+		data, err := json.Marshal(c.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("encode command %s: %w", c.Type, err)
+		}
+		env := schemas.Envelope{
+			ID: c.ID, Type: c.Type, Source: p.cfg.Source, Time: now, SchemaVersion: 1,
+			AggregateID: c.AggregateID, Tenant: c.Tenant, Data: data,
+		}
+		rec := kafkaenv.Record(p.cfg.Topics.Commands, 0, env)
+		wg.Add(1)
+		p.producer.Produce(ctx, rec, func(r *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				results[i].Err = err
+				return
+			}
+			results[i].Position = kafkaenv.Position(r)
+		})
+	}
+	wg.Wait()
+	var failed int
+	var first error
+	for _, r := range results {
+		if r.Err != nil {
+			failed++
+			if first == nil {
+				first = r.Err
+			}
+		}
+	}
+	if failed > 0 {
+		return results, fmt.Errorf("%w: %d of %d commands not acknowledged: %w", ErrUnavailable, failed, len(cmds), first)
+	}
+	return results, nil
+}
+
+// Ready reports whether a broker answers within ctx.
+func (p *Publisher) Ready(ctx context.Context) error {
+	return p.producer.Ping(ctx)
+}
+
+// watch registers interest in the outcomes of commands before they are
+// published, so that no outcome can slip past.
+func (p *Publisher) watch(ids []string) *watch {
+	w := &watch{p: p, ids: ids, ch: make(chan schemas.Outcome, len(ids))}
+	for _, id := range ids {
+		p.watchers.Store(id, w.ch)
+	}
+	return w
+}
+
+type watch struct {
+	p   *Publisher
+	ids []string
+	ch  chan schemas.Outcome
+}
+
+// wait returns the outcomes that arrived before ctx ended, by command id.
+func (w *watch) wait(ctx context.Context) map[string]schemas.Outcome {
+	got := make(map[string]schemas.Outcome, len(w.ids))
+	for len(got) < len(w.ids) {
+		select {
+		case o := <-w.ch:
+			got[o.CommandID] = o
+		case <-ctx.Done():
+			return got
+		}
+	}
+	return got
+}
+
+func (w *watch) close() {
+	for _, id := range w.ids {
+		w.p.watchers.Delete(id)
+	}
+}
+
+// RunOutcomes follows the outcomes topic from its end and hands outcomes to
+// watchers, until ctx ends.
+func (p *Publisher) RunOutcomes(ctx context.Context) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(p.cfg.Brokers...),
+		kgo.ConsumeTopics(p.cfg.Topics.Outcomes),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}, p.cfg.ClientOpts...)...)
+	if err != nil {
+		return fmt.Errorf("create outcomes consumer: %w", err)
+	}
+	defer cl.Close()
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			p.log.Warn("fetch outcomes", "topic", topic, "partition", partition, "err", err)
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			o, err := schemas.DecodeOutcome(r.Value)
+			if err != nil {
+				p.log.Warn("skip undecodable outcome", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			if ch, ok := p.watchers.Load(o.CommandID); ok {
+				select {
+				case ch.(chan schemas.Outcome) <- o:
+				default: // a redelivered outcome for a full watch
+				}
+			}
+		})
+	}
+}

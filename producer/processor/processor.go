@@ -1,0 +1,489 @@
+// Package processor runs the command processors: a consumer group over the
+// commands topic that decides each command against its aggregate's state
+// and writes the resulting events, the command's outcome and the consumed
+// command offsets in one Kafka transaction. A crash therefore never leaves
+// half a decision, and a decision is never made twice.
+//
+// A processor keeps the state of the aggregates on the partitions it owns in
+// memory. It rebuilds a partition's state from the events topic the first
+// time it consumes a command from that partition after an assignment; by
+// then the previous owner's transaction is resolved, because the group
+// fetches offsets with KIP-447's stable-offset fencing.
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/producer/aggregate"
+	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/kappa-cqrs/kappa/topics"
+)
+
+// eventIDSpace namespaces the deterministic ids of events and outcomes:
+// the same command always yields the same event ids.
+var eventIDSpace = uuid.MustParse("6f1c3a52-8d0e-4b8a-9a43-2f0b1c7e5d10")
+
+// Config configures a Processor. Zero values take the documented defaults.
+type Config struct {
+	// Brokers are the Kafka seed brokers. Required.
+	Brokers []string
+	// Topics names the topics. Required.
+	Topics topics.Names
+	// Group is the consumer group of the processors. Default "kappa-processor".
+	Group string
+	// TransactionalID identifies this instance's transactional producer; it
+	// must be unique per running instance. Default "kappa-processor-<host>-<pid>".
+	TransactionalID string
+	// Source is written as ce_source. Default "kappa/processor".
+	Source string
+	// MaxBatchRecords caps the commands decided in one transaction. Default 5000.
+	MaxBatchRecords int
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+	// ClientOpts are extra franz-go options, for tests and tuning.
+	ClientOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "kappa-processor"
+	}
+	if c.TransactionalID == "" {
+		host, _ := os.Hostname()
+		c.TransactionalID = "kappa-processor-" + host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.Source == "" {
+		c.Source = "kappa/processor"
+	}
+	if c.MaxBatchRecords == 0 {
+		c.MaxBatchRecords = 5000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Validate reports every configuration problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("processor: Brokers is required"))
+	}
+	if c.Topics.Commands == "" || c.Topics.Events == "" || c.Topics.Outcomes == "" {
+		errs = append(errs, errors.New("processor: Topics needs commands, events and outcomes"))
+	}
+	if c.MaxBatchRecords < 0 {
+		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Processor decides commands on the partitions this instance owns.
+type Processor struct {
+	cfg Config
+	log *slog.Logger
+
+	// states holds committed aggregate state per owned partition; only the
+	// Run goroutine touches it.
+	states map[int32]map[string]*aggregate.State
+
+	mu      sync.Mutex
+	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
+}
+
+// New returns a Processor, or the configuration's problems.
+func New(cfg Config) (*Processor, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Processor{
+		cfg:     cfg,
+		log:     cfg.Logger.With("group", cfg.Group),
+		states:  map[int32]map[string]*aggregate.State{},
+		revoked: map[int32]bool{},
+	}, nil
+}
+
+// Run decides commands until ctx ends.
+func (p *Processor) Run(ctx context.Context) error {
+	forget := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, parts := range lost {
+			for _, part := range parts {
+				p.revoked[part] = true
+			}
+		}
+	}
+	opts := append([]kgo.Opt{
+		kgo.SeedBrokers(p.cfg.Brokers...),
+		kgo.TransactionalID(p.cfg.TransactionalID),
+		kgo.TransactionTimeout(30 * time.Second),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumerGroup(p.cfg.Group),
+		kgo.ConsumeTopics(p.cfg.Topics.Commands),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.OnPartitionsRevoked(forget),
+		kgo.OnPartitionsLost(forget),
+		kgo.ProducerLinger(0),
+	}, p.cfg.ClientOpts...)
+	sess, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return fmt.Errorf("create transactional session: %w", err)
+	}
+	defer sess.Close()
+
+	for {
+		fetches := sess.PollRecords(ctx, p.cfg.MaxBatchRecords)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if fetches.IsClientClosed() {
+			return errors.New("kafka client closed")
+		}
+		fetches.EachError(func(topic string, partition int32, err error) {
+			p.log.Warn("fetch commands", "topic", topic, "partition", partition, "err", err)
+		})
+		p.forgetRevoked()
+		var records []*kgo.Record
+		fetches.EachRecord(func(r *kgo.Record) { records = append(records, r) })
+		if len(records) == 0 {
+			continue
+		}
+		if err := p.rebuildMissing(ctx, records); err != nil {
+			// Without state no decision is safe: abort so the commands
+			// are redelivered, and try again.
+			p.log.Error("rebuild aggregate state", "err", err)
+			if _, endErr := sess.End(ctx, kgo.TryAbort); endErr != nil {
+				return nilOnCancel(ctx, fmt.Errorf("abort after failed rebuild: %w", endErr))
+			}
+			continue
+		}
+		if err := sess.Begin(); err != nil {
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		staged, err := p.decideBatch(ctx, sess, records)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Error("produce decisions; aborting transaction", "err", err)
+		}
+		committed, endErr := sess.End(ctx, kgo.TransactionEndTry(err == nil))
+		if endErr != nil {
+			return nilOnCancel(ctx, fmt.Errorf("end transaction: %w", endErr))
+		}
+		if !committed {
+			// The session rewinds to the last committed offsets; the
+			// states the discarded decisions saw are dropped with them.
+			p.log.Info("transaction aborted; commands will be redecided", "commands", len(records))
+			p.states = map[int32]map[string]*aggregate.State{}
+			continue
+		}
+		for key, st := range staged {
+			if states, ok := p.states[key.partition]; ok {
+				states[key.aggregateID] = st
+			}
+		}
+	}
+}
+
+type aggregateKey struct {
+	partition   int32
+	aggregateID string
+}
+
+type pendingOutcome struct {
+	record  *kgo.Record
+	outcome schemas.Outcome
+	version int64
+}
+
+// decideBatch decides every command in order and produces events and
+// outcomes inside the open transaction. It returns the aggregate states the
+// decisions lead to; they become the committed state only if the
+// transaction commits.
+func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (map[aggregateKey]*aggregate.State, error) {
+	staged := map[aggregateKey]*aggregate.State{}
+	outcomes := make([]*pendingOutcome, 0, len(records))
+	var (
+		produceMu  sync.Mutex
+		produceErr error
+	)
+	now := time.Now().UTC()
+	for _, r := range records {
+		env, cmd, decodeErr := decodeCommand(r)
+		out := &pendingOutcome{record: r, outcome: schemas.Outcome{
+			CommandID:       env.ID,
+			CommandType:     env.Type,
+			AggregateID:     string(r.Key),
+			CommandPosition: kafkaenv.Position(r),
+		}}
+		outcomes = append(outcomes, out)
+		if decodeErr != nil {
+			out.outcome.Status = schemas.StatusRejected
+			out.outcome.Rejection = &schemas.Rejection{Code: aggregate.CodeUndecodableCommand, Detail: decodeErr.Error()}
+			continue
+		}
+		key := aggregateKey{r.Partition, env.AggregateID}
+		st, ok := staged[key]
+		if !ok {
+			st = p.stateOf(key).Clone()
+			staged[key] = st
+		}
+		events, rejection := aggregate.Decide(st, env.AggregateID, cmd)
+		if rejection != nil {
+			out.outcome.Status = schemas.StatusRejected
+			out.outcome.Rejection = rejection
+			out.version = st.Version
+			continue
+		}
+		out.outcome.Status = schemas.StatusAccepted
+		out.outcome.Events = make([]schemas.EventRef, len(events))
+		for i, e := range events {
+			aggregate.Apply(st, e)
+			ev := schemas.Envelope{
+				ID:               uuid.NewSHA1(eventIDSpace, []byte(env.ID+"/"+strconv.Itoa(i))).String(),
+				Type:             schemas.TypeOf(e),
+				Source:           p.cfg.Source,
+				Time:             now,
+				SchemaVersion:    schemas.SchemaVersionOf(e),
+				AggregateID:      env.AggregateID,
+				AggregateVersion: st.Version,
+				CommandID:        env.ID,
+				Tenant:           env.Tenant,
+			}
+			data, err := json.Marshal(e)
+			if err != nil {
+				return nil, fmt.Errorf("encode %s: %w", ev.Type, err)
+			}
+			ev.Data = data
+			ref := &out.outcome.Events[i]
+			*ref = schemas.EventRef{ID: ev.ID, Type: ev.Type, AggregateVersion: ev.AggregateVersion}
+			sess.Produce(ctx, kafkaenv.Record(p.cfg.Topics.Events, r.Partition, ev), func(rec *kgo.Record, err error) {
+				produceMu.Lock()
+				defer produceMu.Unlock()
+				if err != nil {
+					produceErr = errors.Join(produceErr, err)
+					return
+				}
+				ref.Position = schemas.Position{Partition: rec.Partition, Offset: rec.Offset}
+			})
+		}
+		out.version = st.Version
+	}
+	// The outcomes name their events' positions, so they are produced once
+	// the events are acknowledged, still inside the transaction.
+	if err := sess.Client().Flush(ctx); err != nil {
+		return nil, fmt.Errorf("flush events: %w", err)
+	}
+	if produceErr != nil {
+		return nil, fmt.Errorf("produce events: %w", produceErr)
+	}
+	for _, o := range outcomes {
+		data, err := json.Marshal(o.outcome)
+		if err != nil {
+			return nil, fmt.Errorf("encode outcome: %w", err)
+		}
+		env := schemas.Envelope{
+			ID:               uuid.NewSHA1(eventIDSpace, []byte(o.outcome.CommandID+"/outcome/"+o.outcome.CommandPosition.String())).String(),
+			Type:             schemas.OutcomeType,
+			Source:           p.cfg.Source,
+			Time:             now,
+			SchemaVersion:    1,
+			AggregateID:      string(o.record.Key),
+			AggregateVersion: o.version,
+			CommandID:        o.outcome.CommandID,
+			Data:             data,
+		}
+		for _, topic := range []string{p.cfg.Topics.Events, p.cfg.Topics.Outcomes} {
+			sess.Produce(ctx, kafkaenv.Record(topic, o.record.Partition, env), func(_ *kgo.Record, err error) {
+				if err != nil {
+					produceMu.Lock()
+					produceErr = errors.Join(produceErr, err)
+					produceMu.Unlock()
+				}
+			})
+		}
+	}
+	if err := sess.Client().Flush(ctx); err != nil {
+		return nil, fmt.Errorf("flush outcomes: %w", err)
+	}
+	if produceErr != nil {
+		return nil, fmt.Errorf("produce outcomes: %w", produceErr)
+	}
+	return staged, nil
+}
+
+// stateOf returns the committed state of an aggregate, empty if it has no
+// events yet.
+func (p *Processor) stateOf(key aggregateKey) *aggregate.State {
+	if st, ok := p.states[key.partition][key.aggregateID]; ok {
+		return st
+	}
+	return &aggregate.State{}
+}
+
+func (p *Processor) forgetRevoked() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for part := range p.revoked {
+		delete(p.states, part)
+		delete(p.revoked, part)
+	}
+}
+
+// rebuildMissing replays the events topic for every partition in records
+// whose state is not in memory.
+func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) error {
+	var missing []int32
+	seen := map[int32]bool{}
+	for _, r := range records {
+		if _, ok := p.states[r.Partition]; !ok && !seen[r.Partition] {
+			seen[r.Partition] = true
+			missing = append(missing, r.Partition)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	start := time.Now()
+	rebuilt, events, err := Rebuild(ctx, p.cfg.Brokers, p.cfg.Topics.Events, missing, p.log)
+	if err != nil {
+		return err
+	}
+	for part, states := range rebuilt {
+		p.states[part] = states
+	}
+	p.log.Info("rebuilt aggregate state", "partitions", missing, "events", events, "took", time.Since(start))
+	return nil
+}
+
+// Rebuild replays the committed events of the given partitions and returns
+// the aggregate states per partition and the number of events replayed.
+// Events that cannot be decoded are skipped with a warning: they were never
+// written by a processor of this build.
+func Rebuild(ctx context.Context, brokers []string, topic string, partitions []int32, log *slog.Logger) (map[int32]map[string]*aggregate.State, int, error) {
+	result := make(map[int32]map[string]*aggregate.State, len(partitions))
+	for _, part := range partitions {
+		result[part] = map[string]*aggregate.State{}
+	}
+	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer admCl.Close()
+	ends, err := kadm.NewClient(admCl).ListCommittedOffsets(ctx, topic)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list stable end offsets of %s: %w", topic, err)
+	}
+	remaining := map[int32]int64{} // partition -> stable end offset still to reach
+	consume := map[int32]kgo.Offset{}
+	for _, part := range partitions {
+		end, ok := ends.Lookup(topic, part)
+		if !ok {
+			return nil, 0, fmt.Errorf("stable end offset of %s/%d: not listed", topic, part)
+		}
+		if end.Err != nil {
+			return nil, 0, fmt.Errorf("stable end offset of %s/%d: %w", topic, part, end.Err)
+		}
+		if end.Offset > 0 {
+			remaining[part] = end.Offset
+			consume[part] = kgo.NewOffset().AtStart()
+		}
+	}
+	if len(remaining) == 0 {
+		return result, 0, nil
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// Control records carry the offsets of transaction markers; without
+		// them a partition ending in a marker would never look finished.
+		kgo.KeepControlRecords(),
+	)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cl.Close()
+	var count int
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil, 0, ctx.Err()
+		}
+		if err := fetches.Err0(); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("fetch events for rebuild", "err", err)
+		}
+		fetches.EachRecord(func(r *kgo.Record) {
+			end, ok := remaining[r.Partition]
+			if !ok {
+				return
+			}
+			if r.Offset+1 >= end {
+				delete(remaining, r.Partition)
+			}
+			if r.Offset >= end || r.Attrs.IsControl() {
+				return
+			}
+			env, err := kafkaenv.Envelope(r)
+			if err != nil || env.Type == schemas.OutcomeType {
+				return
+			}
+			event, err := schemas.DecodeEvent(env)
+			if err != nil {
+				log.Warn("skip undecodable event in rebuild", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
+				return
+			}
+			st, ok := result[r.Partition][env.AggregateID]
+			if !ok {
+				st = &aggregate.State{}
+				result[r.Partition][env.AggregateID] = st
+			}
+			aggregate.Apply(st, event)
+			count++
+		})
+	}
+	return result, count, nil
+}
+
+func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {
+	env, err := kafkaenv.Envelope(r)
+	if err != nil {
+		// Keep what can be read so the outcome names the command.
+		for _, h := range r.Headers {
+			if h.Key == schemas.HeaderID {
+				env.ID = string(h.Value)
+			}
+			if h.Key == schemas.HeaderType {
+				env.Type = string(h.Value)
+			}
+		}
+		return env, nil, err
+	}
+	cmd, err := schemas.DecodeCommand(env)
+	return env, cmd, err
+}
+
+func nilOnCancel(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil //nolint:nilerr // shutting down is not a failure
+	}
+	return err
+}

@@ -1,0 +1,223 @@
+package clickhouse
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// Table names and their insert columns. The events table comes last in
+// insertOrder: its max(offset) is the resume position, so it may only move
+// once every typed table has the batch.
+const (
+	tableEvents     = "events"
+	tableCartLines  = "cart_lines"
+	tableOrders     = "orders"
+	tableOrderLines = "order_lines"
+	tableArticles   = "articles"
+)
+
+var columns = map[string][]string{
+	tableEvents:     {"event_id", "event_type", "schema_version", "aggregate_id", "aggregate_version", "command_id", "tenant", "source", "occurred_at", "payload", "topic", "`partition`", "`offset`"},
+	tableCartLines:  {"event_id", "event_type", "cart_id", "product_id", "quantity_delta", "unit_price_cents", "cart_version", "occurred_at", "`partition`", "`offset`"},
+	tableOrders:     {"event_id", "order_id", "cart_id", "customer_id", "total_cents", "line_count", "item_count", "placed_at", "`partition`", "`offset`"},
+	tableOrderLines: {"event_id", "order_id", "customer_id", "product_id", "quantity", "unit_price_cents", "revenue_cents", "placed_at", "`partition`", "`offset`"},
+	tableArticles:   {"event_id", "event_type", "article_id", "author_id", "title", "tags", "tags_changed", "article_version", "occurred_at", "`partition`", "`offset`"},
+}
+
+var insertOrder = []string{tableCartLines, tableOrders, tableOrderLines, tableArticles, tableEvents}
+
+// row is one row for one table, values in the order of columns[table].
+type row struct {
+	table  string
+	values []any
+}
+
+// mapRecord maps one record to its rows. Outcome records and parked
+// records have none: they are not events.
+func mapRecord(r schemas.Record) []row {
+	e := r.Envelope
+	part, off := r.Position.Partition, r.Position.Offset
+	var rows []row
+	switch p := r.Payload.(type) {
+	case nil, schemas.Outcome:
+		return nil
+	case schemas.CartProductAddedV1:
+		rows = append(rows, row{tableCartLines, []any{e.ID, e.Type, e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, uint64(e.AggregateVersion), e.Time, part, off}})
+	case schemas.CartProductRemovedV1:
+		rows = append(rows, row{tableCartLines, []any{e.ID, e.Type, e.AggregateID, p.ProductID, -p.Quantity, int64(0), uint64(e.AggregateVersion), e.Time, part, off}})
+	case schemas.CartCheckedOutV1:
+		var items int64
+		for _, l := range p.Lines {
+			items += l.Quantity
+			rows = append(rows, row{tableOrderLines, []any{e.ID, p.OrderID, p.CustomerID, l.ProductID, l.Quantity, l.UnitPriceCents, l.Quantity * l.UnitPriceCents, e.Time, part, off}})
+		}
+		rows = append(rows, row{tableOrders, []any{e.ID, p.OrderID, e.AggregateID, p.CustomerID, p.TotalCents, uint32(len(p.Lines)), items, e.Time, part, off}})
+	case schemas.ArticlePublishedV1:
+		rows = append(rows, row{tableArticles, []any{e.ID, e.Type, e.AggregateID, p.AuthorID, &p.Title, nonNil(p.Tags), uint8(1), uint64(e.AggregateVersion), e.Time, part, off}})
+	case schemas.ArticleUpdatedV1:
+		var tags []string
+		var changed uint8
+		if p.Tags != nil {
+			tags, changed = *p.Tags, 1
+		}
+		rows = append(rows, row{tableArticles, []any{e.ID, e.Type, e.AggregateID, "", p.Title, nonNil(tags), changed, uint64(e.AggregateVersion), e.Time, part, off}})
+	}
+	// Every event, known to a typed table or not, lands in the events table.
+	rows = append(rows, row{tableEvents, []any{e.ID, e.Type, uint16(e.SchemaVersion), e.AggregateID, uint64(e.AggregateVersion), e.CommandID, e.Tenant, e.Source, e.Time, string(e.Data), r.Topic, part, off}})
+	return rows
+}
+
+// Resume returns the offset after the highest one in the events table,
+// which is written last, and refreshes what every table already holds.
+func (s *Store) Resume(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.refresh(ctx, topic, partitions); err != nil {
+		return nil, err
+	}
+	next := make(map[int32]int64, len(partitions))
+	for _, p := range partitions {
+		if o, ok := s.held[tableEvents][p]; ok {
+			next[p] = o + 1
+		}
+	}
+	return next, nil
+}
+
+// refresh reads max(offset) per partition of every table. Inserts into one
+// table are atomic and in offset order per partition, so a table holds
+// exactly the rows of its partition up to that offset.
+func (s *Store) refresh(ctx context.Context, topic string, partitions []int32) error {
+	for _, t := range insertOrder {
+		got, err := s.maxOffsets(ctx, t, topic, partitions)
+		if err != nil {
+			return err
+		}
+		if s.held[t] == nil {
+			s.held[t] = map[int32]int64{}
+		}
+		for _, p := range partitions {
+			if o, ok := got[p]; ok {
+				s.held[t][p] = o
+			} else {
+				delete(s.held[t], p)
+			}
+		}
+	}
+	for _, p := range partitions {
+		s.known[p] = true
+	}
+	return nil
+}
+
+// maxOffsets returns max(offset) per partition of a table. Typed tables do
+// not store the topic; one database projects one events topic.
+func (s *Store) maxOffsets(ctx context.Context, table, topic string, partitions []int32) (map[int32]int64, error) {
+	// The partition list is formatted in: 18.16 refuses an array bound to IN.
+	ids := make([]string, len(partitions))
+	for i, p := range partitions {
+		ids[i] = strconv.Itoa(int(p))
+	}
+	where := "`partition` IN (" + strings.Join(ids, ", ") + ")"
+	var args []any
+	if table == tableEvents {
+		where += " AND topic = ?"
+		args = append(args, topic)
+	}
+	q := fmt.Sprintf("SELECT `partition`, max(`offset`) FROM %s.%s WHERE %s GROUP BY `partition`", s.cfg.Database, table, where)
+	rows, err := s.conn.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read max offsets of %s: %w", table, err)
+	}
+	defer rows.Close()
+	out := map[int32]int64{}
+	for rows.Next() {
+		var p int32
+		var o int64
+		if err := rows.Scan(&p, &o); err != nil {
+			return nil, fmt.Errorf("scan max offsets of %s: %w", table, err)
+		}
+		out[p] = o
+	}
+	return out, rows.Err()
+}
+
+// Apply inserts a batch: typed tables first, the events table last, one
+// insert per table, skipping rows a table already holds. After a failed
+// insert, which may have been written anyway, what the tables hold is read
+// again before the next attempt, so applying a batch twice leaves one copy.
+func (s *Store) Apply(ctx context.Context, batch []schemas.Record) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var unknown []int32
+	batchMax := map[int32]int64{}
+	for _, r := range batch {
+		p := r.Position.Partition
+		if _, seen := batchMax[p]; !seen && !s.known[p] {
+			unknown = append(unknown, p)
+		}
+		batchMax[p] = max(batchMax[p], r.Position.Offset)
+	}
+	if len(unknown) > 0 {
+		if err := s.refresh(ctx, batch[0].Topic, unknown); err != nil {
+			return err
+		}
+	}
+	byTable := map[string][][]any{}
+	for _, r := range batch {
+		for _, rw := range mapRecord(r) {
+			if held, ok := s.held[rw.table][r.Position.Partition]; ok && r.Position.Offset <= held {
+				continue
+			}
+			byTable[rw.table] = append(byTable[rw.table], rw.values)
+		}
+	}
+	for _, t := range insertOrder {
+		if err := s.insert(ctx, t, byTable[t]); err != nil {
+			for p := range batchMax {
+				delete(s.known, p)
+			}
+			return err
+		}
+	}
+	for _, t := range insertOrder {
+		for p, o := range batchMax {
+			s.held[t][p] = max(s.held[t][p], o)
+		}
+	}
+	return nil
+}
+
+func (s *Store) insert(ctx context.Context, table string, rows [][]any) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	b, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (%s)", s.cfg.Database, table, strings.Join(columns[table], ", ")))
+	if err != nil {
+		return fmt.Errorf("prepare insert into %s: %w", table, err)
+	}
+	for _, r := range rows {
+		if err := b.Append(r...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append row to %s: %w", table, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %d rows into %s: %w", len(rows), table, err)
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,127 @@
+// Package postgres projects events into Postgres read models for point
+// lookups: articles, carts with their items, orders and command outcomes.
+// A batch is applied in one transaction together with the positions it
+// covers, and a restart resumes from those positions, so every event is
+// reflected exactly once. The same package serves the lookups.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"regexp"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// Config configures the Postgres store. Zero values take the documented defaults.
+type Config struct {
+	// URL is a libpq connection string or URL. Required.
+	URL string
+	// Schema holds Kappa's tables; it is created if missing. Default "kappa".
+	Schema string
+	// MaxConns caps the connection pool. Default 8.
+	MaxConns int32
+	// Logger receives operational logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Schema == "" {
+		c.Schema = "kappa"
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 8
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// Validate reports every configuration problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.URL == "" {
+		errs = append(errs, errors.New("postgres: URL is required"))
+	}
+	if !identifier.MatchString(c.Schema) {
+		errs = append(errs, fmt.Errorf("postgres: Schema %q must be a lower-case SQL identifier", c.Schema))
+	}
+	if c.MaxConns < 1 {
+		errs = append(errs, errors.New("postgres: MaxConns must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Store is a connection pool to Kappa's Postgres schema.
+type Store struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+}
+
+// Open connects to Postgres with search_path set to the configured schema.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("parse postgres url: %w", err)
+	}
+	pc.MaxConns = cfg.MaxConns
+	pc.ConnConfig.RuntimeParams["search_path"] = cfg.Schema
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	return &Store{cfg: cfg, pool: pool, log: cfg.Logger.With("projection", "postgres")}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that Postgres answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// Migrate creates the schema and applies the embedded migrations that are
+// not applied yet. Concurrent callers serialise on an advisory lock.
+func (s *Store) Migrate(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{s.cfg.Schema}.Sanitize()); err != nil {
+		return fmt.Errorf("create schema %s: %w", s.cfg.Schema, err)
+	}
+	migrations, err := fs.Sub(schemas.DDL, "ddl/postgres")
+	if err != nil {
+		return err
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return err
+	}
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("load postgres migrations: %w", err)
+	}
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("apply postgres migrations: %w", err)
+	}
+	for _, r := range results {
+		s.log.Info("applied migration", "store", "postgres", "migration", r.Source.Path, "took", r.Duration)
+	}
+	return nil
+}

@@ -1,0 +1,284 @@
+// Package roles wires Kappa's components into the roles the kappa binary
+// runs: ingest (HTTP API), process (command processors), project clickhouse,
+// project postgres, migrate, and all of them at once. cmd/kappa maps flags
+// and environment onto Config; tests start roles in-process from here.
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/consumer"
+	"github.com/kappa-cqrs/kappa/producer/ingest"
+	"github.com/kappa-cqrs/kappa/producer/processor"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/topics"
+)
+
+// Config is everything a role may need. Zero values take the documented
+// defaults of the component they configure.
+type Config struct {
+	// Brokers are Kafka's seed brokers.
+	Brokers []string
+	// TopicPrefix names the topics: <prefix>.commands, .events, .outcomes,
+	// .events.dlq. Default "kappa".
+	TopicPrefix string
+	// Partitions of the co-partitioned topics when Kappa creates them.
+	Partitions int32
+	// GroupPrefix names the consumer groups: <prefix>-processor,
+	// <prefix>-clickhouse, <prefix>-postgres. Default "kappa".
+	GroupPrefix string
+
+	Postgres   postgres.Config
+	ClickHouse clickhouse.Config
+	API        api.Config
+
+	// HTTPAddr is where ingest listens. Default ":8080".
+	HTTPAddr string
+	// FlushInterval and MaxBatchRecords tune the projections' batches.
+	FlushInterval   time.Duration
+	MaxBatchRecords int
+
+	Logger *slog.Logger
+	// KafkaOpts are extra franz-go options for every client, for tests.
+	KafkaOpts []kgo.Opt
+	// OnListen, if set, receives ingest's listening address (tests use
+	// port 0).
+	OnListen func(net.Addr)
+}
+
+func (c *Config) setDefaults() {
+	if c.TopicPrefix == "" {
+		c.TopicPrefix = "kappa"
+	}
+	if c.GroupPrefix == "" {
+		c.GroupPrefix = "kappa"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = ":8080"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Postgres.Logger = c.Logger
+	c.ClickHouse.Logger = c.Logger
+	c.API.Logger = c.Logger
+}
+
+// Topics returns the topic names of this configuration.
+func (c Config) Topics() topics.Names {
+	c.setDefaults()
+	return topics.NamesFor(c.TopicPrefix)
+}
+
+// EnsureTopics creates Kappa's topics if they are missing.
+func EnsureTopics(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	n, err := topics.Ensure(ctx, cl, cfg.Topics(), topics.Config{Partitions: cfg.Partitions})
+	if err != nil {
+		return err
+	}
+	cfg.Logger.Info("topics ready", "prefix", cfg.TopicPrefix, "partitions", n)
+	return nil
+}
+
+// Migrate creates the topics and applies the migrations of the stores asked for.
+func Migrate(ctx context.Context, cfg Config, pg, ch bool) error {
+	cfg.setDefaults()
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	if pg {
+		store, err := postgres.Open(ctx, cfg.Postgres)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if err := store.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+	if ch {
+		store, err := clickhouse.Open(ctx, cfg.ClickHouse)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		if err := store.Migrate(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ingest serves the HTTP API until ctx ends, then drains requests.
+func Ingest(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	names := cfg.Topics()
+	pub, err := ingest.New(ingest.Config{Brokers: cfg.Brokers, Topics: names, Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	reads, err := postgres.Open(ctx, cfg.Postgres)
+	if err != nil {
+		return err
+	}
+	defer reads.Close()
+	if err := reads.Migrate(ctx); err != nil {
+		return err
+	}
+	apiCfg := cfg.API
+	apiCfg.EventsTopic = names.Events
+	handler, err := api.New(apiCfg, pub, reads)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	if cfg.OnListen != nil {
+		cfg.OnListen(ln.Addr())
+	}
+	cfg.Logger.Info("ingest listening", "addr", ln.Addr().String())
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return pub.RunOutcomes(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	})
+	return g.Wait()
+}
+
+// Process runs a command processor until ctx ends.
+func Process(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	p, err := processor.New(processor.Config{
+		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
+		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
+	})
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// ProjectPostgres runs the Postgres projection until ctx ends.
+func ProjectPostgres(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	store, err := postgres.Open(ctx, cfg.Postgres)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		return err
+	}
+	return project(ctx, cfg, "postgres", store)
+}
+
+// ProjectClickHouse runs the ClickHouse projection until ctx ends.
+func ProjectClickHouse(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := EnsureTopics(ctx, cfg); err != nil {
+		return err
+	}
+	store, err := clickhouse.Open(ctx, cfg.ClickHouse)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		return err
+	}
+	return project(ctx, cfg, "clickhouse", store)
+}
+
+func project(ctx context.Context, cfg Config, name string, sink consumer.Sink) error {
+	names := cfg.Topics()
+	c, err := consumer.New(consumer.Config{
+		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
+		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
+		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: cfg.FlushInterval,
+		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
+	}, sink)
+	if err != nil {
+		return err
+	}
+	return c.Run(ctx)
+}
+
+// All runs every role in one process until ctx ends or one fails.
+func All(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := Migrate(ctx, cfg, true, true); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for name, run := range map[string]func(context.Context, Config) error{
+		"ingest": Ingest, "process": Process, "project postgres": ProjectPostgres, "project clickhouse": ProjectClickHouse,
+	} {
+		g.Go(func() error {
+			if err := run(gctx, cfg); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// Dev runs every role in one process against an in-process Kafka broker
+// (franz-go's kfake) that persists its log under dataDir, listening on
+// brokerAddr so that other tools can reach it.
+func Dev(ctx context.Context, cfg Config, dataDir string, brokerPort int) error {
+	cfg.setDefaults()
+	broker, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(brokerPort),
+		kfake.DataDir(dataDir),
+		kfake.SyncWrites(),
+	)
+	if err != nil {
+		return fmt.Errorf("start embedded kafka in %s: %w", dataDir, err)
+	}
+	defer broker.Close()
+	cfg.Brokers = broker.ListenAddrs()
+	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Brokers, "data_dir", dataDir)
+	return All(ctx, cfg)
+}

@@ -1,0 +1,118 @@
+// Package topics names Kappa's Kafka topics and creates them with explicit
+// partition counts and retention. The commands, events and outcomes topics
+// share one partition count so that partition N of each belongs to the same
+// aggregates: a processor that owns partition N of commands owns partition N
+// of events.
+package topics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Names are the topics of one Kappa deployment.
+type Names struct {
+	Commands         string
+	Events           string
+	Outcomes         string
+	EventsDeadLetter string
+}
+
+// NamesFor derives the topic names from a prefix such as "kappa".
+func NamesFor(prefix string) Names {
+	return Names{
+		Commands:         prefix + ".commands",
+		Events:           prefix + ".events",
+		Outcomes:         prefix + ".outcomes",
+		EventsDeadLetter: prefix + ".events.dlq",
+	}
+}
+
+// Config says how to create the topics.
+type Config struct {
+	// Partitions of the commands, events and outcomes topics. Default 6.
+	Partitions int32
+	// ReplicationFactor of every topic; -1 takes the broker's default.
+	// Default -1.
+	ReplicationFactor int16
+	// CommandRetention keeps commands this long; events are kept forever
+	// because they are the source of truth. Default 7 days.
+	CommandRetention time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Partitions == 0 {
+		c.Partitions = 6
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	}
+	if c.CommandRetention == 0 {
+		c.CommandRetention = 7 * 24 * time.Hour
+	}
+}
+
+// ErrPartitionMismatch reports co-partitioned topics whose partition counts
+// differ, which would send a processor's events to the wrong partition.
+var ErrPartitionMismatch = errors.New("co-partitioned topics have different partition counts")
+
+// Ensure creates the topics that do not exist yet and checks that the
+// co-partitioned ones agree on their partition count. It returns that count.
+func Ensure(ctx context.Context, cl *kgo.Client, names Names, cfg Config) (int32, error) {
+	cfg.setDefaults()
+	adm := kadm.NewClient(cl)
+	retention := func(d time.Duration) map[string]*string {
+		v := strconv.FormatInt(d.Milliseconds(), 10)
+		return map[string]*string{"retention.ms": &v}
+	}
+	forever := "-1"
+	specs := []struct {
+		name       string
+		partitions int32
+		configs    map[string]*string
+	}{
+		{names.Commands, cfg.Partitions, retention(cfg.CommandRetention)},
+		{names.Events, cfg.Partitions, map[string]*string{"retention.ms": &forever, "retention.bytes": &forever}},
+		{names.Outcomes, cfg.Partitions, retention(cfg.CommandRetention)},
+		{names.EventsDeadLetter, cfg.Partitions, map[string]*string{"retention.ms": &forever}},
+	}
+	for _, s := range specs {
+		resp, err := adm.CreateTopic(ctx, s.partitions, cfg.ReplicationFactor, s.configs, s.name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+			return 0, fmt.Errorf("create topic %s: %w", s.name, err)
+		}
+	}
+	return checkCoPartitioned(ctx, adm, names.Commands, names.Events, names.Outcomes)
+}
+
+func checkCoPartitioned(ctx context.Context, adm *kadm.Client, names ...string) (int32, error) {
+	details, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return 0, fmt.Errorf("describe topics: %w", err)
+	}
+	var want int32
+	for _, name := range names {
+		d, ok := details[name]
+		if !ok || d.Err != nil {
+			return 0, fmt.Errorf("describe topic %s: %w", name, d.Err)
+		}
+		n := int32(len(d.Partitions))
+		if want == 0 {
+			want = n
+		}
+		if n != want {
+			return 0, fmt.Errorf("%w: %s has %d, %s has %d", ErrPartitionMismatch, names[0], want, name, n)
+		}
+	}
+	return want, nil
+}
