@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/encoding/json"
 
@@ -379,6 +380,10 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 	if err := checkDepth(body, maxJSONDepth); err != nil {
 		return ingest.Command{}, nil, err
 	}
+	if !utf8.Valid(body) {
+		// The decoder would silently replace invalid bytes with U+FFFD.
+		return ingest.Command{}, nil, errors.New("body is not valid UTF-8")
+	}
 	if !json.Valid(body) {
 		return ingest.Command{}, nil, errors.New("body is not valid JSON")
 	}
@@ -388,10 +393,8 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 		return ingest.Command{}, nil, errors.New("unexpected data after the JSON value")
 	}
 	if err != nil {
+		// An empty pointer names the whole document (RFC 6901).
 		fe := schemas.FieldErrorOf("", err)
-		if fe.Field == "" {
-			fe.Field = "/"
-		}
 		return ingest.Command{}, []schemas.FieldError{fe}, nil
 	}
 	payload, err := schemas.ValidateCommand(req)
@@ -412,6 +415,10 @@ var (
 
 // splitBatch returns the raw items of a JSON array or NDJSON body.
 func splitBatch(body []byte, ndjson bool, maxItems int) ([][]byte, error) {
+	// Depth first: the validators below recurse once per level.
+	if err := checkDepth(body, maxJSONDepth+1); err != nil {
+		return nil, err
+	}
 	var items [][]byte
 	if ndjson {
 		for n, line := range bytes.Split(body, []byte("\n")) {
@@ -427,9 +434,6 @@ func splitBatch(body []byte, ndjson bool, maxItems int) ([][]byte, error) {
 			items = append(items, line)
 		}
 	} else {
-		if err := checkDepth(body, maxJSONDepth+1); err != nil {
-			return nil, err
-		}
 		var raw []json.RawMessage
 		if err := json.Unmarshal(body, &raw); err != nil {
 			return nil, fmt.Errorf("body must be a JSON array of commands: %v", strings.TrimPrefix(err.Error(), "json: "))

@@ -129,6 +129,10 @@ func Migrate(ctx context.Context, cfg Config, pg, ch bool) error {
 
 // Ingest serves the HTTP API until ctx ends, then drains requests.
 func Ingest(ctx context.Context, cfg Config) error {
+	return quietOnCancel(ctx, runIngest(ctx, cfg))
+}
+
+func runIngest(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
@@ -181,6 +185,10 @@ func Ingest(ctx context.Context, cfg Config) error {
 
 // Process runs a command processor until ctx ends.
 func Process(ctx context.Context, cfg Config) error {
+	return quietOnCancel(ctx, runProcess(ctx, cfg))
+}
+
+func runProcess(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
@@ -197,6 +205,10 @@ func Process(ctx context.Context, cfg Config) error {
 
 // ProjectPostgres runs the Postgres projection until ctx ends.
 func ProjectPostgres(ctx context.Context, cfg Config) error {
+	return quietOnCancel(ctx, runProjectPostgres(ctx, cfg))
+}
+
+func runProjectPostgres(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
@@ -214,6 +226,10 @@ func ProjectPostgres(ctx context.Context, cfg Config) error {
 
 // ProjectClickHouse runs the ClickHouse projection until ctx ends.
 func ProjectClickHouse(ctx context.Context, cfg Config) error {
+	return quietOnCancel(ctx, runProjectClickHouse(ctx, cfg))
+}
+
+func runProjectClickHouse(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
@@ -281,4 +297,13 @@ func Dev(ctx context.Context, cfg Config, dataDir string, brokerPort int) error 
 	cfg.Brokers = broker.ListenAddrs()
 	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Brokers, "data_dir", dataDir)
 	return All(ctx, cfg)
+}
+
+// quietOnCancel turns an error caused by shutdown, at any point of a role's
+// start, into a clean exit.
+func quietOnCancel(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return nil //nolint:nilerr // shutting down is not a failure
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -29,7 +30,7 @@ const (
 	MaxTags           = 32
 	MaxTagBytes       = 64
 	MaxQuantity       = 1_000_000
-	MaxUnitPriceCents = 100_000_000_00
+	MaxUnitPriceCents = 1_000_000_000
 )
 
 // ErrInvalidCommand is wrapped by every *ValidationError.
@@ -182,21 +183,40 @@ func decodeStrict(data []byte, into any) error {
 func FieldErrorOf(prefix string, err error) FieldError {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		var tokens []string
+		for _, name := range strings.Split(typeErr.Field, ".") {
+			tokens = append(tokens, pointerToken(name))
+		}
 		return FieldError{
-			Field:  prefix + "/" + strings.ReplaceAll(typeErr.Field, ".", "/"),
+			Field:  prefix + "/" + strings.Join(tokens, "/"),
 			Detail: fmt.Sprintf("must be %s, not %s", jsonKind(typeErr.Type.Kind().String()), jsonValueKind(typeErr.Value)),
 		}
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return FieldError{Field: prefix + "/" + strings.Trim(name, `"`), Detail: "is not a known field"}
+		if unquoted, err := strconv.Unquote(name); err == nil {
+			name = unquoted
+		}
+		return FieldError{Field: prefix + "/" + pointerToken(truncate(name, MaxIDBytes)), Detail: "is not a known field"}
 	}
 	return FieldError{Field: prefix, Detail: "is not valid JSON for this command: " + strings.TrimPrefix(msg, "json: ")}
+}
+
+// pointerToken escapes a member name for a JSON pointer (RFC 6901).
+func pointerToken(name string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(name, "~", "~0"), "/", "~1")
 }
 
 // jsonValueKind names the kind of the JSON text a decoder refused; the
 // text itself may be long or hostile, so it is not echoed.
 func jsonValueKind(text string) string {
+	if strings.HasPrefix(text, "number ") && strings.HasSuffix(text, " overflows") {
+		return "a number out of range"
+	}
+	// The decoder quotes the start of the refused value.
+	if unquoted, err := strconv.Unquote(text); err == nil {
+		text = unquoted
+	}
 	t := strings.TrimSpace(text)
 	if t == "" {
 		return "this value"
@@ -213,10 +233,11 @@ func jsonValueKind(text string) string {
 	case 'n':
 		return "null"
 	}
-	if strings.ContainsAny(t, ".eE") {
-		return "a number with a fraction or exponent, " + truncate(t, 24)
+	number := t[:len(t)-len(strings.TrimLeft(t, "0123456789+-.eE"))]
+	if strings.ContainsAny(number, ".eE") {
+		return "a number with a fraction or exponent, " + truncate(number, 24)
 	}
-	return "the number " + truncate(t, 24)
+	return "the number " + truncate(number, 24)
 }
 
 func jsonKind(goKind string) string {

@@ -3,6 +3,7 @@ package schemas
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -123,12 +124,19 @@ func ParseEnvelope(headers []Header, data []byte) (Envelope, error) {
 			e.Tenant = v
 		}
 	}
-	for _, required := range []string{HeaderSpecVersion, HeaderID, HeaderType, HeaderTime, HeaderSchemaVersion, HeaderAggregateID} {
+	for _, required := range []string{HeaderSpecVersion, HeaderID, HeaderType, HeaderSource, HeaderTime, HeaderSchemaVersion, HeaderAggregateID} {
 		if !seen[required] {
 			problems = append(problems, "missing header "+required)
 		}
 	}
+	// CloudEvents requires a non-empty id, type and source.
+	for key, v := range map[string]string{HeaderID: e.ID, HeaderType: e.Type, HeaderSource: e.Source} {
+		if seen[key] && v == "" {
+			problems = append(problems, "empty header "+key)
+		}
+	}
 	if len(problems) > 0 {
+		slices.Sort(problems)
 		return Envelope{}, fmt.Errorf("%w: %s", ErrMalformedEnvelope, strings.Join(problems, "; "))
 	}
 	return e, nil

@@ -19,9 +19,14 @@ const (
 	CodeRemoveTooMany      = "remove_exceeds_quantity"
 	CodePriceMismatch      = "unit_price_mismatch"
 	CodeQuantityTooLarge   = "quantity_too_large"
+	CodeCartFull           = "cart_full"
 	CodeWrongAggregate     = "wrong_aggregate_kind"
 	CodeUndecodableCommand = "undecodable_command"
 )
+
+// MaxCartLines bounds a cart so that its total always fits in int64:
+// MaxCartLines × MaxQuantity × MaxUnitPriceCents < 2^63.
+const MaxCartLines = 1000
 
 // State is one aggregate as rebuilt from its events. Version counts the
 // aggregate's events; zero means the aggregate does not exist yet.
@@ -62,6 +67,9 @@ func Decide(s *State, aggregateID string, cmd any) ([]any, *schemas.Rejection) {
 		}
 		return []any{schemas.ArticlePublishedV1{AuthorID: c.AuthorID, Title: c.Title, Body: c.Body, Tags: nonNil(c.Tags)}}, nil
 	case schemas.UpdateArticleV1:
+		if s.Cart != nil {
+			return nil, wrongKind("an article", "a cart")
+		}
 		if s.Article == nil {
 			return nil, reject(CodeArticleNotFound, "article does not exist; publish it first")
 		}
@@ -78,6 +86,8 @@ func Decide(s *State, aggregateID string, cmd any) ([]any, *schemas.Rejection) {
 				if l.Quantity+*c.Quantity > schemas.MaxQuantity {
 					return nil, reject(CodeQuantityTooLarge, fmt.Sprintf("product %s would exceed %d units", c.ProductID, schemas.MaxQuantity))
 				}
+			} else if len(s.Cart.Lines) >= MaxCartLines {
+				return nil, reject(CodeCartFull, fmt.Sprintf("a cart holds at most %d products", MaxCartLines))
 			}
 		}
 		return []any{schemas.CartProductAddedV1{ProductID: c.ProductID, Quantity: *c.Quantity, UnitPriceCents: *c.UnitPriceCents}}, nil
