@@ -54,6 +54,13 @@ type Config struct {
 	// MaxRetryBackoff caps the wait between attempts to apply a batch the
 	// sink refused. Attempts go on until the context ends. Default 10s.
 	MaxRetryBackoff time.Duration
+	// InstanceID, if set, makes this member static (KIP-345): a restarted
+	// instance with the same id takes its partitions back at once instead
+	// of waiting for the group to expire the old member. Default none.
+	InstanceID string
+	// SessionTimeout is how long the group waits for a silent member before
+	// moving its partitions. Default 10s.
+	SessionTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -69,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxRetryBackoff == 0 {
 		c.MaxRetryBackoff = 10 * time.Second
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -89,7 +99,7 @@ func (c *Config) Validate() error {
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("consumer: MaxBatchRecords must be positive"))
 	}
-	if c.FlushInterval < 0 || c.MaxRetryBackoff < 0 {
+	if c.FlushInterval < 0 || c.MaxRetryBackoff < 0 || c.SessionTimeout < 0 {
 		errs = append(errs, errors.New("consumer: durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -133,7 +143,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.AdjustFetchOffsetsFn(c.resumeFromSink),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.ProducerLinger(0),
+		kgo.SessionTimeout(c.cfg.SessionTimeout),
 	}, c.cfg.ClientOpts...)
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)

@@ -453,10 +453,11 @@ func waitForProjections(t *testing.T, s *system, m *model, pg postgres.Config, c
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	found := 0 // outcomes stay once projected, so each is looked up until found
 	kappatest.Eventually(t, 90*time.Second, 100*time.Millisecond, func() error {
-		for _, id := range ids {
-			if _, err := reads.Outcome(t.Context(), id); err != nil {
-				return fmt.Errorf("outcome of %s: %w", id, err)
+		for ; found < len(ids); found++ {
+			if _, err := reads.Outcome(t.Context(), ids[found]); err != nil {
+				return fmt.Errorf("outcome of %s: %w", ids[found], err)
 			}
 		}
 		return nil

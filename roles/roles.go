@@ -46,6 +46,11 @@ type Config struct {
 
 	// HTTPAddr is where ingest listens. Default ":8080".
 	HTTPAddr string
+	// InstanceID makes the role's group member static (KIP-345); it must be
+	// unique per running instance of a role. Default none.
+	InstanceID string
+	// SessionTimeout of the consumer groups. Default 10s.
+	SessionTimeout time.Duration
 	// FlushInterval and MaxBatchRecords tune the projections' batches.
 	FlushInterval   time.Duration
 	MaxBatchRecords int
@@ -195,6 +200,7 @@ func runProcess(ctx context.Context, cfg Config) error {
 	}
 	p, err := processor.New(processor.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
+		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
 		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	})
 	if err != nil {
@@ -251,6 +257,7 @@ func project(ctx context.Context, cfg Config, name string, sink consumer.Sink) e
 		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
 		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: cfg.FlushInterval,
+		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
 		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	}, sink)
 	if err != nil {

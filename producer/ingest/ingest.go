@@ -63,8 +63,9 @@ func (c *Config) Validate() error {
 	if c.Topics.Commands == "" || c.Topics.Outcomes == "" {
 		errs = append(errs, errors.New("ingest: Topics needs commands and outcomes"))
 	}
-	if c.ProduceTimeout < 0 {
-		errs = append(errs, errors.New("ingest: ProduceTimeout must not be negative"))
+	if c.ProduceTimeout < time.Second {
+		// franz-go refuses record delivery timeouts below one second.
+		errs = append(errs, errors.New("ingest: ProduceTimeout must be at least 1s"))
 	}
 	return errors.Join(errs...)
 }

@@ -51,6 +51,12 @@ type Config struct {
 	Source string
 	// MaxBatchRecords caps the commands decided in one transaction. Default 5000.
 	MaxBatchRecords int
+	// InstanceID, if set, makes this member static (KIP-345), so that a
+	// restarted instance takes its partitions back at once. Default none.
+	InstanceID string
+	// SessionTimeout is how long the group waits for a silent member before
+	// moving its partitions. Default 10s.
+	SessionTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -70,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBatchRecords == 0 {
 		c.MaxBatchRecords = 5000
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -141,7 +150,11 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
 		kgo.ProducerLinger(0),
+		kgo.SessionTimeout(p.cfg.SessionTimeout),
 	}, p.cfg.ClientOpts...)
+	if p.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
+	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("create transactional session: %w", err)

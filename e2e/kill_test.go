@@ -1,0 +1,163 @@
+package e2e_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/roles"
+)
+
+// buildKappa compiles the binary once per test run.
+func buildKappa(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kappa")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "../cmd/kappa")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build kappa: %v\n%s", err, out)
+	}
+	return bin
+}
+
+type projectorProcess struct {
+	t    *testing.T
+	bin  string
+	env  []string
+	cmds map[string]*exec.Cmd
+}
+
+func (p *projectorProcess) start(store string) {
+	cmd := exec.Command(p.bin, "project", store)
+	// A static member id: the restarted process takes its partitions back
+	// without waiting for the group to expire the killed one.
+	cmd.Env = append(os.Environ(), append(p.env, "KAPPA_INSTANCE_ID="+store+"-0")...)
+	logFile, err := os.Create(filepath.Join(p.t.TempDir(), store+".log"))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.cmds[store] = cmd
+}
+
+// kill sends SIGKILL: no flush, no commit, no goodbye.
+func (p *projectorProcess) kill(store string) {
+	cmd := p.cmds[store]
+	if err := cmd.Process.Kill(); err != nil {
+		p.t.Fatal(err)
+	}
+	_ = cmd.Wait() // killed: the exit status is expected to be an error
+}
+
+// TestKilledProjectorsResumeExactly SIGKILLs both projector processes
+// repeatedly while they work through the stream; every event still ends up
+// exactly once in ClickHouse and Postgres.
+func TestKilledProjectorsResumeExactly(t *testing.T) {
+	brokers := kappatest.Brokers(t)
+	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
+	bin := buildKappa(t)
+	prefix := kappatest.Name(t, "kill")
+	listening := make(chan net.Addr, 1)
+	cfg := roles.Config{
+		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: 3,
+		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		OnListen: func(a net.Addr) { listening <- a },
+	}
+	if err := roles.Migrate(t.Context(), cfg, true, true); err != nil {
+		t.Fatal(err)
+	}
+	sys := &system{t: t, cfg: cfg, running: map[string]*role{}, expected: map[string]string{}}
+	t.Cleanup(sys.stopAll)
+	sys.start("ingest", roles.Ingest)
+	sys.start("process", roles.Process)
+	sys.base = "http://" + (<-listening).String()
+
+	procs := &projectorProcess{t: t, bin: bin, cmds: map[string]*exec.Cmd{}, env: []string{
+		"KAPPA_KAFKA_BROKERS=" + strings.Join(brokers, ","),
+		"KAPPA_TOPIC_PREFIX=" + prefix, "KAPPA_GROUP_PREFIX=" + prefix,
+		"KAPPA_POSTGRES_URL=" + pg.URL, "KAPPA_POSTGRES_SCHEMA=" + pg.Schema,
+		"KAPPA_CLICKHOUSE_ADDR=" + strings.Join(ch.Addr, ","), "KAPPA_CLICKHOUSE_DATABASE=" + ch.Database,
+		// Small batches, so that a kill lands between many of them.
+		"KAPPA_MAX_BATCH_RECORDS=40", "KAPPA_FLUSH_INTERVAL=5ms", "KAPPA_LOG_LEVEL=warn",
+	}}
+	t.Cleanup(func() {
+		for _, c := range procs.cmds {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	procs.start("clickhouse")
+	procs.start("postgres")
+
+	chStore, err := clickhouse.Open(t.Context(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chStore.Close()
+	pgStore, err := postgres.Open(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pgStore.Close()
+	events := func() uint64 {
+		var n uint64
+		if err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	m := newModel()
+	const rounds, perRound, carts = 4, 1000, 300
+	for round := range rounds {
+		var batch []command
+		for i := range perRound {
+			n := round*perRound + i
+			batch = append(batch, m.add(fmt.Sprintf("cart-%d", n%carts), fmt.Sprintf("p%d", n%7), 1, 100))
+		}
+		sys.postBatch(t, batch)
+		// Kill once the projectors are partway into this round.
+		threshold := uint64(round*perRound + perRound/5)
+		kappatest.Eventually(t, 60*time.Second, 5*time.Millisecond, func() error {
+			if n := events(); n < threshold {
+				return fmt.Errorf("kappa.events has %d rows, waiting for %d", n, threshold)
+			}
+			return nil
+		})
+		atKill := events()
+		procs.kill("clickhouse")
+		procs.kill("postgres")
+		t.Logf("round %d: killed both projectors with %d of %d events in ClickHouse", round, atKill, (round+1)*perRound)
+		procs.start("clickhouse")
+		procs.start("postgres")
+	}
+
+	waitForProjections(t, sys, m, pg, ch)
+	var total, distinct uint64
+	if err := chStore.Conn().QueryRow(t.Context(), "SELECT count(), uniqExact(event_id) FROM "+ch.Database+".events").Scan(&total, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if total != rounds*perRound || distinct != total {
+		t.Errorf("kappa.events: %d rows, %d distinct; want %d exactly once", total, distinct, rounds*perRound)
+	}
+	var lines uint64
+	if err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".cart_lines").Scan(&lines); err != nil {
+		t.Fatal(err)
+	}
+	if lines != rounds*perRound {
+		t.Errorf("cart_lines: %d rows, want %d", lines, rounds*perRound)
+	}
+	assertPostgres(t, sys, m)
+}
