@@ -29,7 +29,8 @@ build: ## Build the kappa binary.
 
 .PHONY: test
 test: stack ## Start the local stack and run every test with the race detector.
-	$(STACK_ENV) && KAPPA_INTEGRATION=require $(GO) test -race -count=1 -timeout 15m ./...
+	$(STACK_ENV) && export KAPPA_CHDB_PYTHON="$$(bash deploy/chdb.sh)" && \
+	  KAPPA_INTEGRATION=require $(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: test-short
 test-short: ## Run the tests that need no servers.

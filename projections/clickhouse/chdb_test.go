@@ -1,0 +1,46 @@
+package clickhouse_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/segmentio/encoding/json"
+
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+)
+
+// TestModernDDLOnCurrentClickHouse runs the DDL chosen for a current server
+// in chdb, current ClickHouse in-process, since the local server is 18.16.
+// `make test` provides KAPPA_CHDB_PYTHON, a Python with chdb installed.
+func TestModernDDLOnCurrentClickHouse(t *testing.T) {
+	python := os.Getenv("KAPPA_CHDB_PYTHON")
+	if python == "" {
+		if os.Getenv("KAPPA_INTEGRATION") == "require" {
+			t.Fatal("KAPPA_CHDB_PYTHON is not set but KAPPA_INTEGRATION=require; run `make test`")
+		}
+		t.Skip("KAPPA_CHDB_PYTHON is not set; run `make test` to install chdb")
+	}
+	migrations, err := clickhouse.RenderMigrations(clickhouse.ParamsFor("kappa", 26))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var statements []string
+	for _, m := range migrations {
+		statements = append(statements, m.Statements...)
+	}
+	data, err := json.Marshal(statements)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "ddl.json")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(t.Context(), python, "testdata/chdb_ddl.py", file, "kappa").CombinedOutput()
+	t.Logf("chdb:\n%s", out)
+	if err != nil {
+		t.Fatalf("modern DDL failed in chdb: %v", err)
+	}
+}

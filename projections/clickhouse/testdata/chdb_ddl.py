@@ -1,0 +1,60 @@
+"""Runs Kappa's ClickHouse DDL, rendered for a current server, in chdb
+(current ClickHouse in-process), then checks that rows inserted the way the
+projection inserts them reach the materialized-view aggregates.
+
+Usage: python chdb_ddl.py STATEMENTS_JSON DATABASE
+Prints one line per check; exits non-zero on the first failure.
+"""
+import json
+import sys
+import tempfile
+
+from chdb import session
+
+
+def main() -> int:
+    statements = json.load(open(sys.argv[1]))
+    db = sys.argv[2]
+    with tempfile.TemporaryDirectory() as path:
+        s = session.Session(path)
+        s.query(f"CREATE DATABASE IF NOT EXISTS {db}")
+        for stmt in statements:
+            s.query(stmt)
+        print("version", s.query("SELECT version()", "CSV").bytes().decode().strip())
+        types = s.query(
+            f"SELECT name, type FROM system.columns WHERE database = '{db}' AND table = 'events' "
+            "AND name IN ('occurred_at', 'event_type') ORDER BY name", "CSV").bytes().decode()
+        print("events columns", types.replace("\n", " ").strip())
+        if "DateTime64(3, 'UTC')" not in types or "LowCardinality(String)" not in types:
+            print("FAIL: modern column types not applied")
+            return 1
+        s.query(
+            f"INSERT INTO {db}.order_lines (event_id, order_id, customer_id, product_id, quantity, unit_price_cents, "
+            "revenue_cents, placed_at, `partition`, `offset`) VALUES "
+            "('e1', 'o1', 'c1', 'p1', 2, 150, 300, '2026-11-22 10:15:00.123', 0, 7), "
+            "('e2', 'o2', 'c2', 'p1', 1, 150, 150, '2026-11-22 10:45:00.000', 1, 3)")
+        s.query(
+            f"INSERT INTO {db}.articles (event_id, event_type, article_id, author_id, title, tags, tags_changed, "
+            "article_version, occurred_at, `partition`, `offset`) VALUES "
+            "('e3', 'article.published', 'a1', 'u1', 'T', ['x'], 1, 1, '2026-11-22 10:00:00', 2, 0), "
+            "('e4', 'article.updated', 'a1', '', NULL, [], 0, 2, '2026-11-22 11:00:00', 2, 1)")
+        revenue = s.query(
+            f"SELECT product_id, toString(hour), sum(units), sum(revenue_cents) FROM {db}.revenue_per_product_hour "
+            "GROUP BY product_id, hour", "CSV").bytes().decode().strip()
+        print("revenue", revenue)
+        if revenue != '"p1","2026-11-22 10:00:00",3,450':
+            print("FAIL: revenue_per_product_hour")
+            return 1
+        published = s.query(
+            f"SELECT author_id, sum(published) FROM {db}.articles_per_author_day GROUP BY author_id",
+            "CSV").bytes().decode().strip()
+        print("published", published)
+        if published != '"u1",1':
+            print("FAIL: articles_per_author_day")
+            return 1
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
