@@ -36,6 +36,12 @@ test: stack ## Start the local stack and run every test with the race detector.
 test-short: ## Run the tests that need no servers.
 	$(GO) test -race -count=1 ./...
 
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz: ## Fuzz command decoding and the command endpoints (FUZZTIME each, default 60s).
+	$(GO) test -run '^$$' -fuzz FuzzValidateCommand -fuzztime $(FUZZTIME) ./schemas/
+	$(GO) test -run '^$$' -fuzz FuzzPostCommands -fuzztime $(FUZZTIME) ./api/
+
 .PHONY: check
 check: ## gofmt, go vet and golangci-lint.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

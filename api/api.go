@@ -384,8 +384,8 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 		// The decoder would silently replace invalid bytes with U+FFFD.
 		return ingest.Command{}, nil, errors.New("body is not valid UTF-8")
 	}
-	if !json.Valid(body) {
-		return ingest.Command{}, nil, errors.New("body is not valid JSON")
+	if err := checkObjects(body); err != nil {
+		return ingest.Command{}, nil, err
 	}
 	var req schemas.CommandRequest
 	rest, err := json.Parse(body, &req, json.DisallowUnknownFields|json.DontMatchCaseInsensitiveStructFields)
@@ -476,6 +476,43 @@ func checkDepth(b []byte, limit int) error {
 		}
 	}
 	return nil
+}
+
+// checkObjects validates JSON syntax iteratively and refuses objects that
+// repeat a member name: decoders disagree on which duplicate wins, so a
+// command must say each field once.
+func checkObjects(b []byte) error {
+	var keys []map[string]bool // one set per open object; nil for arrays
+	tok := json.NewTokenizer(b)
+	for tok.Next() {
+		switch {
+		case tok.Delim == '{':
+			keys = append(keys, map[string]bool{})
+		case tok.Delim == '[':
+			keys = append(keys, nil)
+		case tok.Delim == '}' || tok.Delim == ']':
+			if len(keys) > 0 {
+				keys = keys[:len(keys)-1]
+			}
+		case tok.IsKey && len(keys) > 0 && keys[len(keys)-1] != nil:
+			name := string(tok.String())
+			if keys[len(keys)-1][name] {
+				return fmt.Errorf("member %q appears twice in one object", truncate(name, 64))
+			}
+			keys[len(keys)-1][name] = true
+		}
+	}
+	if tok.Err != nil || !json.Valid(b) {
+		return errors.New("body is not valid JSON")
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
