@@ -6,6 +6,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,9 @@ type Config struct {
 	// EventsTopic is the topic whose Postgres projection lookups wait on.
 	// Required when Reads is set.
 	EventsTopic string
+	// IdempotencyWindow is how long an idempotency key stays bound to its
+	// first command. It must not exceed the processors' window. Default 24h.
+	IdempotencyWindow time.Duration
 	// Logger receives request errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -66,6 +70,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.LookupWait == 0 {
 		c.LookupWait = 5 * time.Second
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -179,18 +186,54 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 			Detail: "the command has invalid fields; nothing was written", Errors: fieldErrs})
 		return
 	}
+	if key := r.Header.Get(headerIdempotencyKey); key != "" {
+		if cmd.IdempotencyKey != "" && cmd.IdempotencyKey != key {
+			writeProblem(w, r, Problem{Type: TypeInvalidCommand, Title: "Invalid command", Status: http.StatusUnprocessableEntity,
+				Detail: "the idempotency_key field and the Idempotency-Key header differ; nothing was written",
+				Errors: []schemas.FieldError{{Field: "/idempotency_key", Detail: "differs from the Idempotency-Key header"}}})
+			return
+		}
+		if !schemas.ValidIdempotencyKey(key) {
+			writeProblem(w, r, Problem{Type: TypeInvalidCommand, Title: "Invalid Idempotency-Key", Status: http.StatusUnprocessableEntity,
+				Detail: fmt.Sprintf("the Idempotency-Key header must be 1 to %d printable ASCII characters without spaces", schemas.MaxIdempotencyKeyBytes)})
+			return
+		}
+		cmd.IdempotencyKey = key
+	}
+	cmds := []ingest.Command{cmd}
+	replayed, ok := s.claimIdempotencyKeys(w, r, cmds)
+	if !ok {
+		return
+	}
+	cmd = cmds[0]
+	if replayed[0] {
+		w.Header().Set(headerIdempotentReplayed, "true")
+		// Answer from the read model when the first attempt's outcome is
+		// there; otherwise publish again under the same command id, which
+		// the processors recognise and do not decide twice.
+		if o, err := s.reads.Outcome(r.Context(), cmd.ID); err == nil {
+			s.writeCommandView(w, r, viewOf(cmd.ID, "", &o))
+			return
+		}
+	}
 	wait, waitApplied := s.preferWait(r)
-	results, err := s.bus.Publish(r.Context(), []ingest.Command{cmd}, wait)
+	results, err := s.bus.Publish(r.Context(), cmds, wait)
 	if err != nil {
 		s.unavailable(w, r, err)
 		return
 	}
 	res := results[0]
 	view := viewOf(cmd.ID, res.Position.String(), res.Outcome)
-	w.Header().Set("Location", "/v1/commands/"+cmd.ID)
 	if waitApplied && res.Outcome != nil {
 		w.Header().Set(headerPreferenceApplied, "wait="+strconv.Itoa(int(wait/time.Second)))
 	}
+	s.writeCommandView(w, r, view)
+}
+
+// writeCommandView answers with a command's state: 200 accepted, 409 or 422
+// rejected, 202 not decided yet.
+func (s *Server) writeCommandView(w http.ResponseWriter, r *http.Request, view CommandView) {
+	w.Header().Set("Location", "/v1/commands/"+view.CommandID)
 	switch view.Status {
 	case schemas.StatusAccepted:
 		writeJSON(w, http.StatusOK, view)
@@ -254,6 +297,9 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 			Detail: fmt.Sprintf("%d of %d commands are invalid; nothing was written", len(problems), len(cmds)), Items: problems})
 		return
 	}
+	if _, ok := s.claimIdempotencyKeys(w, r, cmds); !ok {
+		return
+	}
 	wait, _ := s.preferWait(r)
 	results, err := s.bus.Publish(r.Context(), cmds, wait)
 	if err != nil {
@@ -282,6 +328,63 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, view)
+}
+
+// claimIdempotencyKeys binds each keyed command's key to its command id, or
+// replaces the id with the one the key is already bound to; replayed says
+// which. It answers the request itself and returns false when a key was
+// reused for a different request or cannot be claimed.
+func (s *Server) claimIdempotencyKeys(w http.ResponseWriter, r *http.Request, cmds []ingest.Command) (replayed []bool, ok bool) {
+	replayed = make([]bool, len(cmds))
+	var problems []ItemProblem
+	for i := range cmds {
+		c := &cmds[i]
+		if c.IdempotencyKey == "" {
+			continue
+		}
+		if s.reads == nil {
+			writeProblem(w, r, Problem{Type: TypeUnavailable, Title: "Idempotency keys unavailable", Status: http.StatusServiceUnavailable,
+				Detail: "idempotency keys are kept in Postgres, which this instance has not configured"})
+			return nil, false
+		}
+		claim, err := s.reads.ClaimIdempotencyKey(r.Context(), c.IdempotencyKey, requestHash(*c), c.ID, s.cfg.IdempotencyWindow)
+		switch {
+		case errors.Is(err, postgres.ErrIdempotencyKeyReused):
+			problems = append(problems, ItemProblem{Index: i, Errors: []schemas.FieldError{{Field: "/idempotency_key",
+				Detail: "was already used for a different command within the idempotency window"}}})
+		case err != nil:
+			s.log.Error("claim idempotency key", "err", err)
+			writeProblem(w, r, Problem{Type: TypeUnavailable, Title: "Idempotency keys unavailable", Status: http.StatusServiceUnavailable,
+				Detail: "the idempotency key could not be checked; nothing was written, retry"})
+			return nil, false
+		default:
+			c.ID, replayed[i] = claim.CommandID, claim.Replayed
+		}
+	}
+	if len(problems) > 0 {
+		p := Problem{Type: TypeIdempotencyKeyReused, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
+			Detail: "an idempotency key was already used for a different command; nothing was written"}
+		if len(cmds) == 1 {
+			p.Errors = problems[0].Errors
+		} else {
+			p.Items = problems
+		}
+		writeProblem(w, r, p)
+		return nil, false
+	}
+	return replayed, true
+}
+
+// requestHash identifies what a command asks for, independent of its id:
+// a retry must hash the same, a different command must not.
+func requestHash(c ingest.Command) []byte {
+	payload, _ := json.Marshal(c.Payload) // payloads are plain structs of the schemas package
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(c.Type), []byte(c.AggregateID), []byte(c.Tenant), payload} {
+		h.Write(part)
+		h.Write([]byte{0})
+	}
+	return h.Sum(nil)
 }
 
 func (s *Server) getOutcome(w http.ResponseWriter, r *http.Request) {
@@ -405,7 +508,7 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 	if err != nil {
 		return ingest.Command{}, nil, err
 	}
-	return ingest.Command{ID: ingest.NewCommandID(), Type: req.Type, AggregateID: req.AggregateID, Payload: payload}, nil, nil
+	return ingest.Command{ID: ingest.NewCommandID(), Type: req.Type, AggregateID: req.AggregateID, IdempotencyKey: req.IdempotencyKey, Payload: payload}, nil, nil
 }
 
 var (

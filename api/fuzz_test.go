@@ -66,3 +66,28 @@ func TestDuplicateMembersAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestIdempotencyKeyProblems(t *testing.T) {
+	const body = `{"type":"cart.checkout","aggregate_id":"c","data":{"customer_id":"u"},"idempotency_key":"k1"}`
+	cases := []struct {
+		name, body, header string
+		status             int
+	}{
+		{"header and field differ", body, "k2", http.StatusUnprocessableEntity},
+		{"header with a space", `{"type":"cart.checkout","aggregate_id":"c","data":{"customer_id":"u"}}`, "a b", http.StatusUnprocessableEntity},
+		{"field too long", `{"type":"cart.checkout","aggregate_id":"c","data":{"customer_id":"u"},"idempotency_key":"` + string(bytes.Repeat([]byte("k"), 256)) + `"}`, "", http.StatusUnprocessableEntity},
+		// Keys live in Postgres; an instance without it cannot honour them.
+		{"no key store", body, "", http.StatusServiceUnavailable},
+	}
+	for _, c := range cases {
+		bus := &fakeBus{}
+		var headers []string
+		if c.header != "" {
+			headers = []string{"Idempotency-Key", c.header}
+		}
+		rec := do(t, newServer(t, api.Config{}, bus), http.MethodPost, "/v1/commands", "application/json", c.body, headers...)
+		if rec.Code != c.status || len(bus.published()) != 0 {
+			t.Errorf("%s: status %d with %d publishes: %s", c.name, rec.Code, len(bus.published()), rec.Body)
+		}
+	}
+}

@@ -7,6 +7,7 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -181,6 +182,9 @@ func runEndToEndWith(t *testing.T, brokers []string, pg postgres.Config, ch clic
 	// Read-your-writes: one command waited for, then looked up at its position.
 	sys.readYourWrites(t, m)
 
+	// Retries with idempotency keys change nothing more.
+	sys.idempotentRetries(t, m)
+
 	waitForProjections(t, sys, m, pg, ch)
 	assertPostgres(t, sys, m)
 	assertClickHouse(t, ch, m)
@@ -318,6 +322,22 @@ type commandView struct {
 
 func (s *system) do(t *testing.T, method, path, contentType string, body []byte, header map[string]string) (int, []byte) {
 	t.Helper()
+	return s.doCapture(t, method, path, contentType, body, header, nil)
+}
+
+// eventually polls ok until it holds, failing the test after a minute.
+func (s *system) eventually(t *testing.T, ok func() bool) {
+	t.Helper()
+	kappatest.Eventually(t, time.Minute, 20*time.Millisecond, func() error {
+		if !ok() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
+func (s *system) doCapture(t *testing.T, method, path, contentType string, body []byte, header map[string]string, respHeader *http.Header) (int, []byte) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, s.base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -333,6 +353,9 @@ func (s *system) do(t *testing.T, method, path, contentType string, body []byte,
 		t.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
+	if respHeader != nil {
+		*respHeader = resp.Header
+	}
 	out, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,9 @@ type Config struct {
 	InstanceID string
 	// SessionTimeout of the consumer groups. Default 10s.
 	SessionTimeout time.Duration
+	// IdempotencyWindow is how long an idempotency key is honoured, by
+	// ingest and processors alike. Default 24h.
+	IdempotencyWindow time.Duration
 	// FlushInterval and MaxBatchRecords tune the projections' batches.
 	FlushInterval   time.Duration
 	MaxBatchRecords int
@@ -79,6 +82,10 @@ func (c *Config) setDefaults() {
 	c.Postgres.Logger = c.Logger
 	c.ClickHouse.Logger = c.Logger
 	c.API.Logger = c.Logger
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = 24 * time.Hour
+	}
+	c.API.IdempotencyWindow = c.IdempotencyWindow
 }
 
 // Topics returns the topic names of this configuration.
@@ -173,6 +180,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pub.RunOutcomes(gctx) })
+	g.Go(func() error { return purgeIdempotencyKeys(gctx, reads, cfg.IdempotencyWindow, cfg.Logger) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -200,7 +208,7 @@ func runProcess(ctx context.Context, cfg Config) error {
 	}
 	p, err := processor.New(processor.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
-		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
+		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
 		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	})
 	if err != nil {
@@ -313,4 +321,23 @@ func quietOnCancel(ctx context.Context, err error) error {
 		return nil //nolint:nilerr // shutting down is not a failure
 	}
 	return err
+}
+
+// purgeIdempotencyKeys deletes expired keys every few minutes. Expired keys
+// are already ignored; this only bounds the table.
+func purgeIdempotencyKeys(ctx context.Context, store *postgres.Store, window time.Duration, log *slog.Logger) error {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := store.PurgeIdempotencyKeys(ctx, window); err != nil {
+				log.Warn("purge idempotency keys", "err", err)
+			} else if n > 0 {
+				log.Info("purged idempotency keys", "keys", n)
+			}
+		}
+	}
 }

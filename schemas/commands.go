@@ -75,6 +75,18 @@ type CommandRequest struct {
 	Type        string          `json:"type"`
 	AggregateID string          `json:"aggregate_id"`
 	Data        json.RawMessage `json:"data"`
+	// IdempotencyKey, if set, makes retries of this command safe; over
+	// HTTP it may also come in the Idempotency-Key header.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// MaxIdempotencyKeyBytes bounds idempotency keys.
+const MaxIdempotencyKeyBytes = 255
+
+// ValidIdempotencyKey reports whether k is 1 to MaxIdempotencyKeyBytes
+// printable ASCII characters without spaces.
+func ValidIdempotencyKey(k string) bool {
+	return k != "" && len(k) <= MaxIdempotencyKeyBytes && strings.IndexFunc(k, func(r rune) bool { return r < 0x21 || r > 0x7e }) < 0
 }
 
 // PublishArticleV1 is the data of article.publish.
@@ -120,6 +132,9 @@ var CommandTypes = []string{PublishArticle, UpdateArticle, AddProductToCart, Rem
 func ValidateCommand(req CommandRequest) (any, error) {
 	v := &ValidationError{}
 	checkID(v, "/aggregate_id", req.AggregateID)
+	if k := req.IdempotencyKey; k != "" && !ValidIdempotencyKey(k) {
+		v.add("/idempotency_key", "must be 1 to %d printable ASCII characters without spaces", MaxIdempotencyKeyBytes)
+	}
 	var payload any
 	switch req.Type {
 	case "":

@@ -26,6 +26,7 @@ const (
 	HeaderAggregateVersion = "ce_kappaaggregateversion"
 	HeaderCommandID        = "ce_kappacommandid"
 	HeaderTenant           = "ce_kappatenant"
+	HeaderIdempotencyKey   = "ce_kappaidempotencykey"
 )
 
 // ContentTypeJSON is the only payload encoding Kappa writes.
@@ -53,12 +54,13 @@ type Envelope struct {
 	AggregateVersion int64
 	CommandID        string
 	Tenant           string
+	IdempotencyKey   string
 	Data             []byte
 }
 
 // Headers encodes the envelope's metadata as Kafka headers.
 func (e Envelope) Headers() []Header {
-	hs := make([]Header, 0, 11)
+	hs := make([]Header, 0, 12)
 	add := func(k, v string) { hs = append(hs, Header{Key: k, Value: []byte(v)}) }
 	add(HeaderSpecVersion, SpecVersion)
 	add(HeaderID, e.ID)
@@ -74,6 +76,9 @@ func (e Envelope) Headers() []Header {
 	}
 	if e.Tenant != "" {
 		add(HeaderTenant, e.Tenant)
+	}
+	if e.IdempotencyKey != "" {
+		add(HeaderIdempotencyKey, e.IdempotencyKey)
 	}
 	return hs
 }
@@ -122,6 +127,8 @@ func ParseEnvelope(headers []Header, data []byte) (Envelope, error) {
 			e.CommandID = v
 		case HeaderTenant:
 			e.Tenant = v
+		case HeaderIdempotencyKey:
+			e.IdempotencyKey = v
 		}
 	}
 	for _, required := range []string{HeaderSpecVersion, HeaderID, HeaderType, HeaderSource, HeaderTime, HeaderSchemaVersion, HeaderAggregateID} {

@@ -140,6 +140,11 @@ type Outcome struct {
 	Status          string     `json:"status"`
 	Rejection       *Rejection `json:"rejection,omitempty"`
 	Events          []EventRef `json:"events,omitempty"`
+	// IdempotencyKey is the key the command carried, if any.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// DuplicateOf is set on the outcome of a retried command: the position
+	// of the command that was decided, whose outcome this repeats.
+	DuplicateOf *Position `json:"duplicate_of,omitempty"`
 }
 
 // Outcome statuses.

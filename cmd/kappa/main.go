@@ -53,6 +53,12 @@ type httpFlags struct {
 	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"5s" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
 }
 
+type idempotencyFlags struct {
+	IdempotencyWindow time.Duration `env:"KAPPA_IDEMPOTENCY_WINDOW" default:"24h" help:"How long an idempotency key is honoured; ingest and processors must agree."`
+}
+
+func (f idempotencyFlags) apply(c *roles.Config) { c.IdempotencyWindow = f.IdempotencyWindow }
+
 type batchFlags struct {
 	FlushInterval   time.Duration `env:"KAPPA_FLUSH_INTERVAL" default:"200ms" help:"Longest an event waits in a partial projection batch."`
 	MaxBatchRecords int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"10000" help:"Most events in one projection batch."`
@@ -76,10 +82,12 @@ type ingestCmd struct {
 	kafkaFlags
 	postgresFlags
 	httpFlags
+	idempotencyFlags
 }
 
 type processCmd struct {
 	kafkaFlags
+	idempotencyFlags
 }
 
 type projectCmd struct {
@@ -103,6 +111,7 @@ type devCmd struct {
 	clickhouseFlags
 	httpFlags
 	batchFlags
+	idempotencyFlags
 	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log."`
 	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
 }
@@ -133,11 +142,13 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
 	c.postgresFlags.apply(&cfg)
 	c.httpFlags.apply(&cfg)
+	c.idempotencyFlags.apply(&cfg)
 	return roles.Ingest(ctx, cfg)
 }
 
 func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
+	c.idempotencyFlags.apply(&cfg)
 	return roles.Process(ctx, cfg)
 }
 
@@ -165,6 +176,7 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.clickhouseFlags.apply(&cfg)
 	c.httpFlags.apply(&cfg)
 	c.batchFlags.apply(&cfg)
+	c.idempotencyFlags.apply(&cfg)
 	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort)
 }
 

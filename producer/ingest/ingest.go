@@ -76,7 +76,10 @@ type Command struct {
 	Type        string
 	AggregateID string
 	Tenant      string
-	Payload     any // one of the schemas command types
+	// IdempotencyKey marks a command whose retries must not be decided
+	// again; the processors remember its outcome by command id.
+	IdempotencyKey string
+	Payload        any // one of the schemas command types
 }
 
 // Result is what happened to one command of a Publish call: its position
@@ -164,7 +167,7 @@ func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, erro
 		}
 		env := schemas.Envelope{
 			ID: c.ID, Type: c.Type, Source: p.cfg.Source, Time: now, SchemaVersion: 1,
-			AggregateID: c.AggregateID, Tenant: c.Tenant, Data: data,
+			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, Data: data,
 		}
 		rec := kafkaenv.Record(p.cfg.Topics.Commands, 0, env)
 		wg.Add(1)

@@ -57,6 +57,10 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
+	// IdempotencyWindow is how long the outcome of a command that carried
+	// an idempotency key is remembered, so that a retry of it is answered
+	// with that outcome instead of being decided again. Default 24h.
+	IdempotencyWindow time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -79,6 +83,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
+	}
+	if c.IdempotencyWindow == 0 {
+		c.IdempotencyWindow = 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -105,9 +112,9 @@ type Processor struct {
 	cfg Config
 	log *slog.Logger
 
-	// states holds committed aggregate state per owned partition; only the
-	// Run goroutine touches it.
-	states map[int32]map[string]*aggregate.State
+	// partitions holds the committed state of each owned partition; only
+	// the Run goroutine touches it.
+	partitions map[int32]*Partition
 
 	mu      sync.Mutex
 	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
@@ -120,10 +127,10 @@ func New(cfg Config) (*Processor, error) {
 		return nil, err
 	}
 	return &Processor{
-		cfg:     cfg,
-		log:     cfg.Logger.With("group", cfg.Group),
-		states:  map[int32]map[string]*aggregate.State{},
-		revoked: map[int32]bool{},
+		cfg:        cfg,
+		log:        cfg.Logger.With("group", cfg.Group),
+		partitions: map[int32]*Partition{},
+		revoked:    map[int32]bool{},
 	}, nil
 }
 
@@ -205,20 +212,48 @@ func (p *Processor) Run(ctx context.Context) error {
 			// The session rewinds to the last committed offsets; the
 			// states the discarded decisions saw are dropped with them.
 			p.log.Info("transaction aborted; commands will be redecided", "commands", len(records))
-			p.states = map[int32]map[string]*aggregate.State{}
+			p.partitions = map[int32]*Partition{}
 			continue
 		}
-		for key, st := range staged {
-			if states, ok := p.states[key.partition]; ok {
-				states[key.aggregateID] = st
+		for key, st := range staged.aggregates {
+			if part, ok := p.partitions[key.partition]; ok {
+				part.Aggregates[key.aggregateID] = st
+			}
+		}
+		for key, o := range staged.keyed {
+			if part, ok := p.partitions[key.partition]; ok {
+				part.remember(*o, time.Now(), p.cfg.IdempotencyWindow)
 			}
 		}
 	}
 }
 
+// aggregateKey names an aggregate, or a command id in stagedChanges.keyed,
+// on a partition.
 type aggregateKey struct {
 	partition   int32
 	aggregateID string
+}
+
+// stagedChanges are what one transaction's decisions change; they become
+// committed state only if the transaction commits.
+type stagedChanges struct {
+	aggregates map[aggregateKey]*aggregate.State
+	keyed      map[aggregateKey]*schemas.Outcome // by command id
+}
+
+// decided returns the outcome of a command with an idempotency key decided
+// in this transaction or remembered from earlier ones.
+func (p *Processor) decided(staged *stagedChanges, partition int32, commandID string) (schemas.Outcome, bool) {
+	if o, ok := staged.keyed[aggregateKey{partition, commandID}]; ok {
+		return *o, true
+	}
+	if part, ok := p.partitions[partition]; ok {
+		if k, ok := part.Keyed[commandID]; ok {
+			return k.Outcome, true
+		}
+	}
+	return schemas.Outcome{}, false
 }
 
 type pendingOutcome struct {
@@ -231,8 +266,8 @@ type pendingOutcome struct {
 // outcomes inside the open transaction. It returns the aggregate states the
 // decisions lead to; they become the committed state only if the
 // transaction commits.
-func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (map[aggregateKey]*aggregate.State, error) {
-	staged := map[aggregateKey]*aggregate.State{}
+func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (*stagedChanges, error) {
+	staged := &stagedChanges{aggregates: map[aggregateKey]*aggregate.State{}, keyed: map[aggregateKey]*schemas.Outcome{}}
 	outcomes := make([]*pendingOutcome, 0, len(records))
 	var (
 		produceMu  sync.Mutex
@@ -253,11 +288,23 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			out.outcome.Rejection = &schemas.Rejection{Code: aggregate.CodeUndecodableCommand, Detail: decodeErr.Error()}
 			continue
 		}
+		out.outcome.IdempotencyKey = env.IdempotencyKey
+		if env.IdempotencyKey != "" {
+			if original, ok := p.decided(staged, r.Partition, env.ID); ok {
+				// A retry: repeat the original outcome, decide nothing.
+				out.outcome = original
+				out.outcome.CommandPosition = kafkaenv.Position(r)
+				out.outcome.DuplicateOf = &original.CommandPosition
+				continue
+			}
+			// Filled in as the command is decided and its events produced.
+			staged.keyed[aggregateKey{r.Partition, env.ID}] = &out.outcome
+		}
 		key := aggregateKey{r.Partition, env.AggregateID}
-		st, ok := staged[key]
+		st, ok := staged.aggregates[key]
 		if !ok {
 			st = p.stateOf(key).Clone()
-			staged[key] = st
+			staged.aggregates[key] = st
 		}
 		events, rejection := aggregate.Decide(st, env.AggregateID, cmd)
 		if rejection != nil {
@@ -346,8 +393,10 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 // stateOf returns the committed state of an aggregate, empty if it has no
 // events yet.
 func (p *Processor) stateOf(key aggregateKey) *aggregate.State {
-	if st, ok := p.states[key.partition][key.aggregateID]; ok {
-		return st
+	if part, ok := p.partitions[key.partition]; ok {
+		if st, ok := part.Aggregates[key.aggregateID]; ok {
+			return st
+		}
 	}
 	return &aggregate.State{}
 }
@@ -356,7 +405,7 @@ func (p *Processor) forgetRevoked() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for part := range p.revoked {
-		delete(p.states, part)
+		delete(p.partitions, part)
 		delete(p.revoked, part)
 	}
 }
@@ -367,7 +416,7 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 	var missing []int32
 	seen := map[int32]bool{}
 	for _, r := range records {
-		if _, ok := p.states[r.Partition]; !ok && !seen[r.Partition] {
+		if _, ok := p.partitions[r.Partition]; !ok && !seen[r.Partition] {
 			seen[r.Partition] = true
 			missing = append(missing, r.Partition)
 		}
@@ -376,25 +425,56 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 		return nil
 	}
 	start := time.Now()
-	rebuilt, events, err := Rebuild(ctx, p.cfg.Brokers, p.cfg.Topics.Events, missing, p.log)
+	rebuilt, events, err := Rebuild(ctx, p.cfg.Brokers, p.cfg.Topics.Events, missing, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
 	if err != nil {
 		return err
 	}
-	for part, states := range rebuilt {
-		p.states[part] = states
+	for part, state := range rebuilt {
+		p.partitions[part] = state
 	}
 	p.log.Info("rebuilt aggregate state", "partitions", missing, "events", events, "took", time.Since(start))
 	return nil
 }
 
-// Rebuild replays the committed events of the given partitions and returns
-// the aggregate states per partition and the number of events replayed.
-// Events that cannot be decoded are skipped with a warning: they were never
-// written by a processor of this build.
-func Rebuild(ctx context.Context, brokers []string, topic string, partitions []int32, log *slog.Logger) (map[int32]map[string]*aggregate.State, int, error) {
-	result := make(map[int32]map[string]*aggregate.State, len(partitions))
+// Partition is the processor's state of one partition: its aggregates and
+// the remembered outcomes of commands that carried an idempotency key.
+type Partition struct {
+	Aggregates map[string]*aggregate.State
+	Keyed      map[string]KeyedOutcome // by command id
+}
+
+// KeyedOutcome is a remembered outcome and when it was decided.
+type KeyedOutcome struct {
+	Outcome   schemas.Outcome
+	DecidedAt time.Time
+}
+
+func newPartition() *Partition {
+	return &Partition{Aggregates: map[string]*aggregate.State{}, Keyed: map[string]KeyedOutcome{}}
+}
+
+// remember keeps an outcome for the window, and drops expired ones from
+// time to time so that memory follows the window, not the history.
+func (p *Partition) remember(o schemas.Outcome, at time.Time, window time.Duration) {
+	p.Keyed[o.CommandID] = KeyedOutcome{Outcome: o, DecidedAt: at}
+	if len(p.Keyed)%1024 == 0 {
+		for id, k := range p.Keyed {
+			if at.Sub(k.DecidedAt) > window {
+				delete(p.Keyed, id)
+			}
+		}
+	}
+}
+
+// Rebuild replays the committed records of the given partitions of the
+// events topic and returns each partition's state and the number of events
+// replayed. Outcomes of keyed commands decided after keyedSince are
+// remembered. Events that cannot be decoded are skipped with a warning:
+// they were never written by a processor of this build.
+func Rebuild(ctx context.Context, brokers []string, topic string, partitions []int32, keyedSince time.Time, log *slog.Logger) (map[int32]*Partition, int, error) {
+	result := make(map[int32]*Partition, len(partitions))
 	for _, part := range partitions {
-		result[part] = map[string]*aggregate.State{}
+		result[part] = newPartition()
 	}
 	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
@@ -456,7 +536,13 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 				return
 			}
 			env, err := kafkaenv.Envelope(r)
-			if err != nil || env.Type == schemas.OutcomeType {
+			if err != nil {
+				return
+			}
+			if env.Type == schemas.OutcomeType {
+				if o, err := schemas.DecodeOutcome(env.Data); err == nil && o.IdempotencyKey != "" && o.DuplicateOf == nil && env.Time.After(keyedSince) {
+					result[r.Partition].Keyed[o.CommandID] = KeyedOutcome{Outcome: o, DecidedAt: env.Time}
+				}
 				return
 			}
 			event, err := schemas.DecodeEvent(env)
@@ -464,10 +550,10 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 				log.Warn("skip undecodable event in rebuild", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 				return
 			}
-			st, ok := result[r.Partition][env.AggregateID]
+			st, ok := result[r.Partition].Aggregates[env.AggregateID]
 			if !ok {
 				st = &aggregate.State{}
-				result[r.Partition][env.AggregateID] = st
+				result[r.Partition].Aggregates[env.AggregateID] = st
 			}
 			aggregate.Apply(st, event)
 			count++
