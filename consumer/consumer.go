@@ -61,6 +61,9 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
+	// ShutdownTimeout bounds flushing the batch in hand when Run's context
+	// ends. Default 30s.
+	ShutdownTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -79,6 +82,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 10 * time.Second
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -129,8 +135,9 @@ func (c *Consumer) Healthy() bool { return c.healthy.Load() }
 // AppliedRecords counts records applied since start.
 func (c *Consumer) AppliedRecords() int64 { return c.applied.Load() }
 
-// Run consumes until ctx ends. A batch in flight when ctx ends is not
-// committed; the sink's own positions make its redelivery harmless.
+// Run consumes until ctx ends, then flushes the batch in hand (within
+// ShutdownTimeout) and returns. Should that flush fail, the sink's own
+// positions make the redelivery harmless.
 func (c *Consumer) Run(ctx context.Context) error {
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(c.cfg.Brokers...),
@@ -157,28 +164,48 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	for {
 		batch, dead, err := c.collect(ctx, cl)
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			cl.AllowRebalance()
-			if ctx.Err() != nil {
-				return nil
-			}
 			return err
 		}
-		if err := c.deadLetter(ctx, cl, dead); err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: flush what was collected, with a deadline of
+			// its own, so that a restart redoes nothing.
+			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
+			err := c.flush(drainCtx, cl, batch, dead)
+			cancel()
+			cl.AllowRebalance()
+			if err != nil {
+				c.log.Warn("flush on shutdown; the sink's positions make the rest redeliver", "records", len(batch), "err", err)
+			}
+			return nil
+		}
+		if err := c.flush(ctx, cl, batch, dead); err != nil {
 			cl.AllowRebalance()
 			return nilOnCancel(ctx, err)
-		}
-		if err := c.apply(ctx, batch); err != nil {
-			cl.AllowRebalance()
-			return nilOnCancel(ctx, err)
-		}
-		if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
-			// The sink holds the truth; a failed commit only makes lag
-			// tooling lag behind, so it is logged, not fatal.
-			c.log.Warn("commit offsets to kafka", "err", err)
 		}
 		cl.AllowRebalance()
 	}
+}
+
+// flush parks the dead letters, applies the batch, and commits the offsets
+// to Kafka for lag tooling.
+func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Record, dead []deadLetter) error {
+	if err := c.deadLetter(ctx, cl, dead); err != nil {
+		return err
+	}
+	if err := c.apply(ctx, batch); err != nil {
+		return err
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+		// The sink holds the truth; a failed commit only makes lag
+		// tooling lag behind, so it is logged, not fatal.
+		c.log.Warn("commit offsets to kafka", "err", err)
+	}
+	return nil
 }
 
 // collect polls until it has MaxBatchRecords or FlushInterval has passed
@@ -191,10 +218,10 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 		if !deadline.IsZero() {
 			pollCtx, cancel = context.WithDeadline(ctx, deadline)
 		}
-		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(batch)-len(dead))
+		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(batch))
 		cancel()
 		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
+			return batch, dead, ctx.Err()
 		}
 		if fetches.IsClientClosed() {
 			return nil, nil, errors.New("kafka client closed")

@@ -8,8 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
@@ -160,4 +164,36 @@ func TestKilledProjectorsResumeExactly(t *testing.T) {
 		t.Errorf("cart_lines: %d rows, want %d", lines, rounds*perRound)
 	}
 	assertPostgres(t, sys, m)
+
+	// SIGTERM: both exit cleanly with everything applied and committed,
+	// so Kafka's committed offsets equal the sinks' own positions.
+	for _, store := range []string{"clickhouse", "postgres"} {
+		cmd := procs.cmds[store]
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("%s projector after SIGTERM: %v", store, err)
+		}
+		delete(procs.cmds, store)
+	}
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	committed, err := kadm.NewClient(admin).FetchOffsets(t.Context(), prefix+"-postgres")
+	if err != nil {
+		t.Fatal(err)
+	}
+	positions, err := pgStore.Resume(t.Context(), cfg.Topics().Events, []int32{0, 1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, next := range positions {
+		got, ok := committed.Lookup(cfg.Topics().Events, p)
+		if !ok || got.At != next {
+			t.Errorf("partition %d: Kafka has committed %d, Postgres holds up to %d", p, got.At, next)
+		}
+	}
 }

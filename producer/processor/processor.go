@@ -61,6 +61,9 @@ type Config struct {
 	// an idempotency key is remembered, so that a retry of it is answered
 	// with that outcome instead of being decided again. Default 24h.
 	IdempotencyWindow time.Duration
+	// ShutdownTimeout bounds finishing the transaction in hand when Run's
+	// context ends. Default 30s.
+	ShutdownTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -86,6 +89,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdempotencyWindow == 0 {
 		c.IdempotencyWindow = 24 * time.Hour
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -185,47 +191,58 @@ func (p *Processor) Run(ctx context.Context) error {
 		if len(records) == 0 {
 			continue
 		}
-		if err := p.rebuildMissing(ctx, records); err != nil {
-			// Without state no decision is safe: abort so the commands
-			// are redelivered, and try again.
-			p.log.Error("rebuild aggregate state", "err", err)
-			if _, endErr := sess.End(ctx, kgo.TryAbort); endErr != nil {
-				return nilOnCancel(ctx, fmt.Errorf("abort after failed rebuild: %w", endErr))
-			}
-			continue
-		}
-		if err := sess.Begin(); err != nil {
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-		staged, err := p.decideBatch(ctx, sess, records)
+		// Commands in hand are decided and committed even if ctx ends
+		// meanwhile, so that SIGTERM leaves nothing for a restart to redo.
+		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+		err := p.transact(txCtx, sess, records)
+		cancel()
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			p.log.Error("produce decisions; aborting transaction", "err", err)
-		}
-		committed, endErr := sess.End(ctx, kgo.TransactionEndTry(err == nil))
-		if endErr != nil {
-			return nilOnCancel(ctx, fmt.Errorf("end transaction: %w", endErr))
-		}
-		if !committed {
-			// The session rewinds to the last committed offsets; the
-			// states the discarded decisions saw are dropped with them.
-			p.log.Info("transaction aborted; commands will be redecided", "commands", len(records))
-			p.partitions = map[int32]*Partition{}
-			continue
-		}
-		for key, st := range staged.aggregates {
-			if part, ok := p.partitions[key.partition]; ok {
-				part.Aggregates[key.aggregateID] = st
-			}
-		}
-		for key, o := range staged.keyed {
-			if part, ok := p.partitions[key.partition]; ok {
-				part.remember(*o, time.Now(), p.cfg.IdempotencyWindow)
-			}
+			return err
 		}
 	}
+}
+
+// transact decides records in one transaction and, if it commits, makes
+// the new state the committed one.
+func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) error {
+	if err := p.rebuildMissing(ctx, records); err != nil {
+		// Without state no decision is safe: abort so the commands are
+		// redelivered, and try again.
+		p.log.Error("rebuild aggregate state", "err", err)
+		if _, endErr := sess.End(ctx, kgo.TryAbort); endErr != nil {
+			return fmt.Errorf("abort after failed rebuild: %w", endErr)
+		}
+		return nil
+	}
+	if err := sess.Begin(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	staged, err := p.decideBatch(ctx, sess, records)
+	if err != nil {
+		p.log.Error("produce decisions; aborting transaction", "err", err)
+	}
+	committed, endErr := sess.End(ctx, kgo.TransactionEndTry(err == nil))
+	if endErr != nil {
+		return fmt.Errorf("end transaction: %w", endErr)
+	}
+	if !committed {
+		// The session rewinds to the last committed offsets; the states
+		// the discarded decisions saw are dropped with them.
+		p.log.Info("transaction aborted; commands will be redecided", "commands", len(records))
+		p.partitions = map[int32]*Partition{}
+		return nil
+	}
+	for key, st := range staged.aggregates {
+		if part, ok := p.partitions[key.partition]; ok {
+			part.Aggregates[key.aggregateID] = st
+		}
+	}
+	for key, o := range staged.keyed {
+		if part, ok := p.partitions[key.partition]; ok {
+			part.remember(*o, time.Now(), p.cfg.IdempotencyWindow)
+		}
+	}
+	return nil
 }
 
 // aggregateKey names an aggregate, or a command id in stagedChanges.keyed,
@@ -578,11 +595,4 @@ func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {
 	}
 	cmd, err := schemas.DecodeCommand(env)
 	return env, cmd, err
-}
-
-func nilOnCancel(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil //nolint:nilerr // shutting down is not a failure
-	}
-	return err
 }
