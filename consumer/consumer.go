@@ -34,6 +34,24 @@ type Sink interface {
 	Apply(ctx context.Context, batch []schemas.Record) error
 }
 
+// Observer receives what a Consumer does; metrics plug in here so that this
+// package imports no metrics library.
+type Observer interface {
+	// BatchApplied reports a batch the sink accepted: its size, the time
+	// to apply it including retries, and the newest event time in it.
+	BatchApplied(records int, took time.Duration, newest time.Time)
+	// BatchFailed reports an attempt the sink refused; it will be retried.
+	BatchFailed(err error)
+	// DeadLettered reports records parked in the dead-letter topic.
+	DeadLettered(n int)
+}
+
+type noObserver struct{}
+
+func (noObserver) BatchApplied(int, time.Duration, time.Time) {}
+func (noObserver) BatchFailed(error)                          {}
+func (noObserver) DeadLettered(int)                           {}
+
 // Config configures a Consumer. Zero values take the documented defaults.
 type Config struct {
 	// Brokers are the Kafka seed brokers. Required.
@@ -61,6 +79,8 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
+	// Observer receives metrics events. Default none.
+	Observer Observer
 	// ShutdownTimeout bounds flushing the batch in hand when Run's context
 	// ends. Default 30s.
 	ShutdownTimeout time.Duration
@@ -85,6 +105,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -274,18 +297,21 @@ func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	start := time.Now()
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := c.sink.Apply(ctx, batch)
 		if err == nil {
 			c.healthy.Store(true)
 			c.applied.Add(int64(len(batch)))
+			c.cfg.Observer.BatchApplied(len(batch), time.Since(start), newestEvent(batch))
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		c.healthy.Store(false)
+		c.cfg.Observer.BatchFailed(err)
 		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
 		c.log.Error("apply batch; retrying", "records", len(batch), "attempt", attempt, "retry_in", wait, "err", err)
 		if err := sleep(ctx, wait); err != nil {
@@ -369,7 +395,18 @@ func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLe
 	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
 		return fmt.Errorf("produce %d dead letters to %s: %w", len(records), c.cfg.DeadLetterTopic, err)
 	}
+	c.cfg.Observer.DeadLettered(len(records))
 	return nil
+}
+
+func newestEvent(batch []schemas.Record) time.Time {
+	var newest time.Time
+	for _, r := range batch {
+		if r.Envelope.Time.After(newest) {
+			newest = r.Envelope.Time
+		}
+	}
+	return newest
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -13,12 +13,16 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/consumer"
+	"github.com/kappa-cqrs/kappa/metrics"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/producer/processor"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
@@ -46,6 +50,12 @@ type Config struct {
 
 	// HTTPAddr is where ingest listens. Default ":8080".
 	HTTPAddr string
+	// OpsAddr is where process and project roles serve /healthz, /readyz
+	// and /metrics; empty serves nothing. Ingest serves them on HTTPAddr.
+	OpsAddr string
+	// Registry receives every role's metrics. Default: a new registry per
+	// role, served by that role.
+	Registry *prometheus.Registry
 	// InstanceID makes the role's group member static (KIP-345); it must be
 	// unique per running instance of a role. Default none.
 	InstanceID string
@@ -165,10 +175,14 @@ func runIngest(ctx context.Context, cfg Config) error {
 	}
 	apiCfg := cfg.API
 	apiCfg.EventsTopic = names.Events
-	handler, err := api.New(apiCfg, pub, reads)
+	apiHandler, err := api.New(apiCfg, pub, reads)
 	if err != nil {
 		return err
 	}
+	reg := cfg.registry()
+	handler := http.NewServeMux()
+	handler.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	handler.Handle("/", metrics.HTTP(reg, apiHandler))
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -206,15 +220,20 @@ func runProcess(ctx context.Context, cfg Config) error {
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
+	reg := cfg.registry()
 	p, err := processor.New(processor.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
-		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		Observer: metrics.NewProcessor(reg),
+		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	})
 	if err != nil {
 		return err
 	}
-	return p.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error { return serveOps(gctx, cfg, reg, func(context.Context) error { return nil }) })
+	return g.Wait()
 }
 
 // ProjectPostgres runs the Postgres projection until ctx ends.
@@ -259,24 +278,90 @@ func runProjectClickHouse(ctx context.Context, cfg Config) error {
 	return project(ctx, cfg, "clickhouse", store)
 }
 
-func project(ctx context.Context, cfg Config, name string, sink consumer.Sink) error {
+// pinger is what readiness asks of a sink.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+func project(ctx context.Context, cfg Config, name string, sink interface {
+	consumer.Sink
+	pinger
+}) error {
 	names := cfg.Topics()
+	reg := cfg.registry()
 	c, err := consumer.New(consumer.Config{
 		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
 		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: cfg.FlushInterval,
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
-		Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		Observer: metrics.NewProjection(reg, name),
+		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	}, sink)
 	if err != nil {
 		return err
 	}
-	return c.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.Run(gctx) })
+	g.Go(func() error {
+		return serveOps(gctx, cfg, reg, func(ctx context.Context) error {
+			if !c.Healthy() {
+				return errors.New("the last attempt to apply a batch failed; retrying")
+			}
+			return sink.Ping(ctx)
+		})
+	})
+	return g.Wait()
 }
 
-// All runs every role in one process until ctx ends or one fails.
+func (c Config) registry() *prometheus.Registry {
+	if c.Registry != nil {
+		return c.Registry
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveOps serves /healthz, /readyz and /metrics on OpsAddr until ctx
+// ends; with no OpsAddr it returns at once.
+func serveOps(ctx context.Context, cfg Config, reg *prometheus.Registry, ready func(context.Context) error) error {
+	if cfg.OpsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(rctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Addr: cfg.OpsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve ops on %s: %w", cfg.OpsAddr, err)
+	}
+	return nil
+}
+
+// All runs every role in one process until ctx ends or one fails. Their
+// metrics share one registry, served by ingest's /metrics.
 func All(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if cfg.Registry == nil {
+		cfg.Registry = cfg.registry()
+	}
+	cfg.OpsAddr = "" // one process, one port: ingest's
+
 	if err := Migrate(ctx, cfg, true, true); err != nil {
 		return err
 	}

@@ -53,6 +53,12 @@ type httpFlags struct {
 	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"5s" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
 }
 
+type opsFlags struct {
+	OpsAddr string `env:"KAPPA_OPS_ADDR" default:"" help:"Where to serve /healthz, /readyz and /metrics, e.g. :9090; empty serves nothing."`
+}
+
+func (f opsFlags) apply(c *roles.Config) { c.OpsAddr = f.OpsAddr }
+
 type idempotencyFlags struct {
 	IdempotencyWindow time.Duration `env:"KAPPA_IDEMPOTENCY_WINDOW" default:"24h" help:"How long an idempotency key is honoured; ingest and processors must agree."`
 }
@@ -88,6 +94,7 @@ type ingestCmd struct {
 type processCmd struct {
 	kafkaFlags
 	idempotencyFlags
+	opsFlags
 }
 
 type projectCmd struct {
@@ -95,6 +102,7 @@ type projectCmd struct {
 	postgresFlags
 	clickhouseFlags
 	batchFlags
+	opsFlags
 	Store string `arg:"" enum:"clickhouse,postgres" help:"Which store to project into: clickhouse or postgres."`
 }
 
@@ -149,12 +157,14 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
+	c.opsFlags.apply(&cfg)
 	return roles.Process(ctx, cfg)
 }
 
 func (c *projectCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
 	c.batchFlags.apply(&cfg)
+	c.opsFlags.apply(&cfg)
 	if c.Store == "postgres" {
 		c.postgresFlags.apply(&cfg)
 		return roles.ProjectPostgres(ctx, cfg)

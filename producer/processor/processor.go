@@ -36,6 +36,19 @@ import (
 // the same command always yields the same event ids.
 var eventIDSpace = uuid.MustParse("6f1c3a52-8d0e-4b8a-9a43-2f0b1c7e5d10")
 
+// Observer receives what a Processor decides; metrics plug in here.
+type Observer interface {
+	// Committed reports the commands of a committed transaction.
+	Committed(accepted, rejected, duplicates int)
+	// Aborted reports an aborted transaction.
+	Aborted()
+}
+
+type noObserver struct{}
+
+func (noObserver) Committed(int, int, int) {}
+func (noObserver) Aborted()                {}
+
 // Config configures a Processor. Zero values take the documented defaults.
 type Config struct {
 	// Brokers are the Kafka seed brokers. Required.
@@ -61,6 +74,8 @@ type Config struct {
 	// an idempotency key is remembered, so that a retry of it is answered
 	// with that outcome instead of being decided again. Default 24h.
 	IdempotencyWindow time.Duration
+	// Observer receives metrics events. Default none.
+	Observer Observer
 	// ShutdownTimeout bounds finishing the transaction in hand when Run's
 	// context ends. Default 30s.
 	ShutdownTimeout time.Duration
@@ -92,6 +107,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -230,8 +248,10 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		// the discarded decisions saw are dropped with them.
 		p.log.Info("transaction aborted; commands will be redecided", "commands", len(records))
 		p.partitions = map[int32]*Partition{}
+		p.cfg.Observer.Aborted()
 		return nil
 	}
+	p.cfg.Observer.Committed(staged.accepted, staged.rejected, staged.duplicates)
 	for key, st := range staged.aggregates {
 		if part, ok := p.partitions[key.partition]; ok {
 			part.Aggregates[key.aggregateID] = st
@@ -257,6 +277,8 @@ type aggregateKey struct {
 type stagedChanges struct {
 	aggregates map[aggregateKey]*aggregate.State
 	keyed      map[aggregateKey]*schemas.Outcome // by command id
+
+	accepted, rejected, duplicates int
 }
 
 // decided returns the outcome of a command with an idempotency key decided
@@ -302,6 +324,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		outcomes = append(outcomes, out)
 		if decodeErr != nil {
 			out.outcome.Status = schemas.StatusRejected
+			staged.rejected++
 			out.outcome.Rejection = &schemas.Rejection{Code: aggregate.CodeUndecodableCommand, Detail: decodeErr.Error()}
 			continue
 		}
@@ -312,6 +335,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 				out.outcome = original
 				out.outcome.CommandPosition = kafkaenv.Position(r)
 				out.outcome.DuplicateOf = &original.CommandPosition
+				staged.duplicates++
 				continue
 			}
 			// Filled in as the command is decided and its events produced.
@@ -328,9 +352,11 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			out.outcome.Status = schemas.StatusRejected
 			out.outcome.Rejection = rejection
 			out.version = st.Version
+			staged.rejected++
 			continue
 		}
 		out.outcome.Status = schemas.StatusAccepted
+		staged.accepted++
 		out.outcome.Events = make([]schemas.EventRef, len(events))
 		for i, e := range events {
 			aggregate.Apply(st, e)

@@ -1,0 +1,101 @@
+// Package metrics defines Kappa's Prometheus metrics and adapts them to the
+// components' observer hooks, so that the components themselves import no
+// metrics library. Each role registers into its own registry, served on
+// /metrics.
+package metrics
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Projection observes one projection's consumer; it implements
+// consumer.Observer.
+type Projection struct {
+	applied      prometheus.Counter
+	batches      prometheus.Histogram
+	failures     prometheus.Counter
+	deadLettered prometheus.Counter
+	newest       prometheus.Gauge
+	lastApplied  prometheus.Gauge
+}
+
+// NewProjection registers the metrics of the named projection.
+func NewProjection(reg prometheus.Registerer, projection string) *Projection {
+	labels := prometheus.Labels{"projection": projection}
+	m := &Projection{
+		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_projection_applied_records_total",
+			Help: "Records applied to the sink, including outcome records.", ConstLabels: labels}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_projection_batch_apply_seconds",
+			Help: "Time to apply one batch to the sink, retries included.", ConstLabels: labels,
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_projection_apply_failures_total",
+			Help: "Failed attempts to apply a batch; each is retried.", ConstLabels: labels}),
+		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_projection_dead_lettered_total",
+			Help: "Records parked in the dead-letter topic.", ConstLabels: labels}),
+		newest: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_projection_newest_applied_event_timestamp_seconds",
+			Help: "ce_time of the newest event applied; now minus this is the projection's staleness.", ConstLabels: labels}),
+		lastApplied: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_projection_last_apply_timestamp_seconds",
+			Help: "When the last batch was applied.", ConstLabels: labels}),
+	}
+	reg.MustRegister(m.applied, m.batches, m.failures, m.deadLettered, m.newest, m.lastApplied)
+	return m
+}
+
+// BatchApplied records a batch the sink accepted.
+func (m *Projection) BatchApplied(records int, took time.Duration, newest time.Time) {
+	m.applied.Add(float64(records))
+	m.batches.Observe(took.Seconds())
+	m.lastApplied.SetToCurrentTime()
+	if !newest.IsZero() {
+		m.newest.Set(float64(newest.UnixNano()) / 1e9)
+	}
+}
+
+// BatchFailed records an attempt the sink refused.
+func (m *Projection) BatchFailed(error) { m.failures.Inc() }
+
+// DeadLettered records records parked in the dead-letter topic.
+func (m *Projection) DeadLettered(n int) { m.deadLettered.Add(float64(n)) }
+
+// Processor observes the command processors; it implements
+// processor.Observer.
+type Processor struct {
+	commands *prometheus.CounterVec
+	aborted  prometheus.Counter
+}
+
+// NewProcessor registers the processors' metrics.
+func NewProcessor(reg prometheus.Registerer) *Processor {
+	m := &Processor{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_processor_commands_total",
+			Help: "Commands decided, by outcome: accepted, rejected, or duplicate (a retry answered with the first outcome)."}, []string{"outcome"}),
+		aborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_transactions_aborted_total",
+			Help: "Transactions aborted; their commands are decided again."}),
+	}
+	reg.MustRegister(m.commands, m.aborted)
+	return m
+}
+
+// Committed records the commands of a committed transaction.
+func (m *Processor) Committed(accepted, rejected, duplicates int) {
+	m.commands.WithLabelValues("accepted").Add(float64(accepted))
+	m.commands.WithLabelValues("rejected").Add(float64(rejected))
+	m.commands.WithLabelValues("duplicate").Add(float64(duplicates))
+}
+
+// Aborted records an aborted transaction.
+func (m *Processor) Aborted() { m.aborted.Inc() }
+
+// HTTP counts requests by route pattern and status and times them.
+func HTTP(reg prometheus.Registerer, next http.Handler) http.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_http_requests_total",
+		Help: "HTTP requests by method and status code."}, []string{"method", "code"})
+	latency := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kappa_http_request_seconds",
+		Help: "HTTP request latency by method.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"method"})
+	reg.MustRegister(requests, latency)
+	return promhttp.InstrumentHandlerCounter(requests, promhttp.InstrumentHandlerDuration(latency, next))
+}
