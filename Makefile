@@ -63,3 +63,8 @@ stack-status: ## Show which stack components are up.
 .PHONY: stack-purge
 stack-purge: ## Stop the local stack and delete its data.
 	bash $(STACK) down --purge
+
+.PHONY: faults
+faults: stack ## Run the fault-injection suite (kills, restarts, cut links, poison) and its negative control.
+	$(STACK_ENV) && KAPPA_FAULTS=1 KAPPA_INTEGRATION=require $(GO) test -count=1 -v -timeout 20m -run 'TestFaults' ./faults/ 2>&1 | tee .stack/faults.log | grep -vE '^time=' 
+	@grep -qE '^ok ' .stack/faults.log

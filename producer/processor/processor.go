@@ -58,7 +58,8 @@ type Config struct {
 	// Group is the consumer group of the processors. Default "kappa-processor".
 	Group string
 	// TransactionalID identifies this instance's transactional producer; it
-	// must be unique per running instance. Default "kappa-processor-<host>-<pid>".
+	// must be unique per running instance. Default "<group>-<instance id>"
+	// with an InstanceID, else "<group>-<host>-<pid>".
 	TransactionalID string
 	// Source is written as ce_source. Default "kappa/processor".
 	Source string
@@ -89,9 +90,14 @@ func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "kappa-processor"
 	}
+	if c.TransactionalID == "" && c.InstanceID != "" {
+		// Stable across restarts: the restarted instance fences its
+		// predecessor's open transaction at once.
+		c.TransactionalID = c.Group + "-" + c.InstanceID
+	}
 	if c.TransactionalID == "" {
 		host, _ := os.Hostname()
-		c.TransactionalID = "kappa-processor-" + host + "-" + strconv.Itoa(os.Getpid())
+		c.TransactionalID = c.Group + "-" + host + "-" + strconv.Itoa(os.Getpid())
 	}
 	if c.Source == "" {
 		c.Source = "kappa/processor"
@@ -172,12 +178,19 @@ func (p *Processor) Run(ctx context.Context) error {
 	opts := append([]kgo.Opt{
 		kgo.SeedBrokers(p.cfg.Brokers...),
 		kgo.TransactionalID(p.cfg.TransactionalID),
-		kgo.TransactionTimeout(30 * time.Second),
+		// An abandoned transaction blocks the rebuild of its partitions
+		// until it times out, so keep it short.
+		kgo.TransactionTimeout(10 * time.Second),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(p.cfg.Topics.Commands),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// State is dropped whenever a partition is assigned, not only when
+		// it is revoked: the transact session skips the revoke callback when
+		// a second rebalance comes before the next End, and a partition
+		// that left and came back must not keep state from before it left.
+		kgo.OnPartitionsAssigned(forget),
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
 		kgo.ProducerLinger(0),
@@ -519,27 +532,15 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 	for _, part := range partitions {
 		result[part] = newPartition()
 	}
-	admCl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	ends, err := settledEnds(ctx, brokers, topic, partitions, log)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer admCl.Close()
-	ends, err := kadm.NewClient(admCl).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		return nil, 0, fmt.Errorf("list stable end offsets of %s: %w", topic, err)
-	}
-	remaining := map[int32]int64{} // partition -> stable end offset still to reach
+	remaining := map[int32]int64{} // partition -> end offset still to reach
 	consume := map[int32]kgo.Offset{}
-	for _, part := range partitions {
-		end, ok := ends.Lookup(topic, part)
-		if !ok {
-			return nil, 0, fmt.Errorf("stable end offset of %s/%d: not listed", topic, part)
-		}
-		if end.Err != nil {
-			return nil, 0, fmt.Errorf("stable end offset of %s/%d: %w", topic, part, end.Err)
-		}
-		if end.Offset > 0 {
-			remaining[part] = end.Offset
+	for part, end := range ends {
+		if end > 0 {
+			remaining[part] = end
 			consume[part] = kgo.NewOffset().AtStart()
 		}
 	}
@@ -603,6 +604,59 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 		})
 	}
 	return result, count, nil
+}
+
+// settledEnds waits until no transaction is open on the partitions and
+// returns their end offsets. While a transaction is open, read_committed
+// readers stop at its first offset (the last stable offset) and do not see
+// transactions committed after it; a rebuild that stopped there would miss
+// events and decide from stale state. On a partition this processor has
+// just been assigned, an open transaction belongs to a predecessor that
+// died: it ends when that predecessor restarts under the same
+// transactional id (fenced) or when the transaction times out (aborted).
+func settledEnds(ctx context.Context, brokers []string, topic string, partitions []int32, log *slog.Logger) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	backoff := 50 * time.Millisecond
+	for {
+		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("list stable end offsets of %s: %w", topic, err)
+		}
+		high, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+		}
+		ends := make(map[int32]int64, len(partitions))
+		var open []int32
+		for _, part := range partitions {
+			s, okS := stable.Lookup(topic, part)
+			h, okH := high.Lookup(topic, part)
+			if !okS || !okH || s.Err != nil || h.Err != nil {
+				return nil, fmt.Errorf("end offsets of %s/%d: %w", topic, part, errors.Join(s.Err, h.Err))
+			}
+			if s.Offset < h.Offset {
+				open = append(open, part)
+			}
+			ends[part] = s.Offset
+		}
+		if len(open) == 0 {
+			return ends, nil
+		}
+		log.Info("waiting for an abandoned transaction to end before rebuilding", "topic", topic, "partitions", open)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("partitions %v of %s still have an open transaction: %w", open, topic, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(backoff*2, time.Second)
+	}
 }
 
 func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {

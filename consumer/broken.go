@@ -1,0 +1,7 @@
+//go:build !kappa_broken
+
+package consumer
+
+// brokenForFaultTests is true only in the fault suite's negative-control
+// build (tag kappa_broken), which must lose or duplicate rows.
+const brokenForFaultTests = false

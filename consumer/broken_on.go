@@ -1,0 +1,5 @@
+//go:build kappa_broken
+
+package consumer
+
+const brokenForFaultTests = true

@@ -1,0 +1,5 @@
+//go:build kappa_broken
+
+package clickhouse
+
+const brokenForFaultTests = true
