@@ -18,6 +18,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/kafkaenv"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -34,6 +35,10 @@ type Sink interface {
 	Apply(ctx context.Context, batch []schemas.Record) error
 }
 
+// ErrParkedBehind is the reason given to records parked only to keep their
+// aggregate's order behind an earlier parked record.
+var ErrParkedBehind = errors.New("parked behind an earlier record of the same aggregate")
+
 // Observer receives what a Consumer does; metrics plug in here so that this
 // package imports no metrics library.
 type Observer interface {
@@ -44,6 +49,12 @@ type Observer interface {
 	BatchFailed(err error)
 	// DeadLettered reports records parked in the dead-letter topic.
 	DeadLettered(n int)
+}
+
+// ParkObserver is an optional extension of Observer: it receives the counts
+// of the dead-letter book after every batch.
+type ParkObserver interface {
+	Parked(open, parked, redriven, discarded int)
 }
 
 type noObserver struct{}
@@ -138,6 +149,7 @@ func (c *Config) Validate() error {
 type Consumer struct {
 	cfg     Config
 	sink    Sink
+	book    *deadletter.Book
 	log     *slog.Logger
 	healthy atomic.Bool
 	applied atomic.Int64
@@ -149,7 +161,7 @@ func New(cfg Config, sink Sink) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Consumer{cfg: cfg, sink: sink, log: cfg.Logger.With("projection", cfg.Projection)}, nil
+	return &Consumer{cfg: cfg, sink: sink, book: deadletter.NewBook(cfg.Projection), log: cfg.Logger.With("projection", cfg.Projection)}, nil
 }
 
 // Healthy reports whether the last attempt to apply a batch succeeded.
@@ -183,6 +195,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 	} else {
 		opts = append(opts, kgo.DisableAutoCommit(), kgo.AdjustFetchOffsetsFn(c.resumeFromSink))
 	}
+	// The book of parked records follows the dead-letter topic for as long
+	// as the consumer runs; assignments wait until it has caught up.
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	following := make(chan error, 1)
+	go func() {
+		following <- c.book.Follow(followCtx, c.cfg.Brokers, c.cfg.DeadLetterTopic, c.cfg.ClientOpts...)
+	}()
+	defer func() {
+		stopFollowing()
+		if err := <-following; err != nil {
+			c.log.Warn("follow dead letters", "err", err)
+		}
+	}()
+
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
@@ -225,6 +251,9 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 	if err := c.apply(ctx, batch); err != nil {
 		return err
 	}
+	if po, ok := c.cfg.Observer.(ParkObserver); ok {
+		po.Parked(c.book.Counts())
+	}
 	if len(batch) == 0 {
 		return nil
 	}
@@ -241,6 +270,7 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 // poll that returns records until the caller allows them.
 func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas.Record, dead []deadLetter, err error) {
 	var deadline time.Time
+	parkedInBatch := map[string]string{} // aggregate -> origin position of its first parked record
 	for len(batch) < c.cfg.MaxBatchRecords {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
 		if !deadline.IsZero() {
@@ -260,10 +290,27 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			rec, err := decode(r)
-			if err != nil {
+			rec, err := kafkaenv.Decode(r)
+			aggregate := string(r.Key)
+			parked := schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+			switch {
+			case err != nil:
 				dead = append(dead, deadLetter{record: r, reason: err})
-				rec = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+				if _, ok := parkedInBatch[aggregate]; !ok {
+					parkedInBatch[aggregate] = kafkaenv.Position(r).String()
+				}
+				rec = parked
+			case rec.Envelope.Type == schemas.OutcomeType:
+				// Outcomes change no aggregate's read model; they flow.
+			default:
+				behind, inBatch := parkedInBatch[aggregate]
+				if entry, ok := c.book.FirstOpen(aggregate); ok && !inBatch {
+					behind, inBatch = entry.Origin.String(), true
+				}
+				if inBatch {
+					dead = append(dead, deadLetter{record: r, reason: fmt.Errorf("%w: aggregate %s waits behind the record parked at %s", ErrParkedBehind, aggregate, behind), behind: behind})
+					rec = parked
+				}
 			}
 			batch = append(batch, rec)
 		})
@@ -275,25 +322,6 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 		}
 	}
 	return batch, dead, nil
-}
-
-// decode turns a Kafka record into the shared currency of projections.
-func decode(r *kgo.Record) (schemas.Record, error) {
-	env, err := kafkaenv.Envelope(r)
-	if err != nil {
-		return schemas.Record{}, err
-	}
-	rec := schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r), Envelope: env}
-	if env.Type == schemas.OutcomeType {
-		o, err := schemas.DecodeOutcome(r.Value)
-		if err != nil {
-			return schemas.Record{}, err
-		}
-		rec.Payload = o
-		return rec, nil
-	}
-	rec.Payload, err = schemas.DecodeEvent(env)
-	return rec, err
 }
 
 // apply writes the batch, retrying with capped exponential backoff and full
@@ -326,8 +354,12 @@ func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
 	}
 }
 
-// resumeFromSink replaces Kafka's committed offsets with the sink's.
+// resumeFromSink replaces Kafka's committed offsets with the sink's, once
+// the book of parked records is complete.
 func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	if err := c.book.WaitCaughtUp(ctx, c.cfg.Brokers, c.cfg.DeadLetterTopic); err != nil {
+		return nil, fmt.Errorf("read parked records: %w", err)
+	}
 	for topic, partitions := range assigned {
 		ids := make([]int32, 0, len(partitions))
 		for p := range partitions {
@@ -366,20 +398,13 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 type deadLetter struct {
 	record *kgo.Record
 	reason error
+	behind string // origin position of the record this one waits behind
 }
 
-// Dead-letter headers, added to the original record's headers.
-const (
-	HeaderDLQReason     = "kappa_dlq_reason"
-	HeaderDLQProjection = "kappa_dlq_projection"
-	HeaderDLQTopic      = "kappa_dlq_topic"
-	HeaderDLQPartition  = "kappa_dlq_partition"
-	HeaderDLQOffset     = "kappa_dlq_offset"
-)
-
-// deadLetter parks records that cannot be decoded, keyed as the original,
-// so the partition keeps flowing. It produces synchronously before the
-// batch is applied, so a parked record is never lost.
+// deadLetter parks records, keyed as the original, so the partition keeps
+// flowing. It produces synchronously before the batch is applied, so a
+// parked record is never lost, and enters them in the book at once, so the
+// aggregate's next record is parked behind them.
 func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLetter) error {
 	if len(dead) == 0 {
 		return nil
@@ -389,16 +414,24 @@ func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLe
 		r := d.record
 		c.log.Warn("dead-letter record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", d.reason)
 		headers := append(append([]kgo.RecordHeader(nil), r.Headers...),
-			kgo.RecordHeader{Key: HeaderDLQReason, Value: []byte(d.reason.Error())},
-			kgo.RecordHeader{Key: HeaderDLQProjection, Value: []byte(c.cfg.Projection)},
-			kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(r.Topic)},
-			kgo.RecordHeader{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-			kgo.RecordHeader{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			kgo.RecordHeader{Key: deadletter.HeaderReason, Value: []byte(d.reason.Error())},
+			kgo.RecordHeader{Key: deadletter.HeaderProjection, Value: []byte(c.cfg.Projection)},
+			kgo.RecordHeader{Key: deadletter.HeaderTopic, Value: []byte(r.Topic)},
+			kgo.RecordHeader{Key: deadletter.HeaderPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
+			kgo.RecordHeader{Key: deadletter.HeaderOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
+			kgo.RecordHeader{Key: deadletter.HeaderAttempts, Value: []byte("1")},
 		)
+		if d.behind != "" {
+			headers = append(headers, kgo.RecordHeader{Key: deadletter.HeaderBehind, Value: []byte(d.behind)})
+		}
 		records[i] = &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers}
 	}
-	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+	results := cl.ProduceSync(ctx, records...)
+	if err := results.FirstErr(); err != nil {
 		return fmt.Errorf("produce %d dead letters to %s: %w", len(records), c.cfg.DeadLetterTopic, err)
+	}
+	for _, res := range results {
+		c.book.Observe(res.Record)
 	}
 	c.cfg.Observer.DeadLettered(len(records))
 	return nil

@@ -97,19 +97,22 @@ func (s *system) stopAll() {
 	}
 }
 
-func runEndToEndWith(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse.Config) {
+// newSystem migrates a fresh deployment (topics under a unique prefix, the
+// given stores) and returns it with ingest and a processor running; callers
+// start the projections they need. It waits until ingest listens.
+func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse.Config, partitions int32, flush time.Duration) *system {
+	t.Helper()
 	logLevel := slog.LevelWarn
 	if testing.Verbose() {
 		logLevel = slog.LevelInfo
 	}
 	listening := make(chan net.Addr, 1)
-	prefix := kappatest.Name(t, "e2e")
+	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
-		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: 3,
-		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
-		FlushInterval: 50 * time.Millisecond,
-		Logger:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
-		OnListen:      func(a net.Addr) { listening <- a },
+		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: partitions,
+		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", FlushInterval: flush,
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
+		OnListen: func(a net.Addr) { listening <- a },
 	}
 	if err := roles.Migrate(t.Context(), cfg, true, true); err != nil {
 		t.Fatal(err)
@@ -118,14 +121,19 @@ func runEndToEndWith(t *testing.T, brokers []string, pg postgres.Config, ch clic
 	t.Cleanup(sys.stopAll)
 	sys.start("ingest", roles.Ingest)
 	sys.start("process", roles.Process)
-	sys.start("postgres", roles.ProjectPostgres)
-	sys.start("clickhouse", roles.ProjectClickHouse)
 	select {
 	case a := <-listening:
 		sys.base = "http://" + a.String()
 	case <-time.After(30 * time.Second):
 		t.Fatal("ingest did not start listening")
 	}
+	return sys
+}
+
+func runEndToEndWith(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse.Config) {
+	sys := newSystem(t, brokers, pg, ch, 3, 50*time.Millisecond)
+	sys.start("postgres", roles.ProjectPostgres)
+	sys.start("clickhouse", roles.ProjectClickHouse)
 
 	m := newModel()
 	// Phase 1: carts and articles, in batches.

@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"fmt"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
-	"github.com/kappa-cqrs/kappa/roles"
 )
 
 // buildKappa compiles the binary once per test run.
@@ -71,22 +68,8 @@ func TestKilledProjectorsResumeExactly(t *testing.T) {
 	brokers := kappatest.Brokers(t)
 	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
 	bin := buildKappa(t)
-	prefix := kappatest.Name(t, "kill")
-	listening := make(chan net.Addr, 1)
-	cfg := roles.Config{
-		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: 3,
-		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		OnListen: func(a net.Addr) { listening <- a },
-	}
-	if err := roles.Migrate(t.Context(), cfg, true, true); err != nil {
-		t.Fatal(err)
-	}
-	sys := &system{t: t, cfg: cfg, running: map[string]*role{}, expected: map[string]string{}}
-	t.Cleanup(sys.stopAll)
-	sys.start("ingest", roles.Ingest)
-	sys.start("process", roles.Process)
-	sys.base = "http://" + (<-listening).String()
+	sys := newSystem(t, brokers, pg, ch, 3, 0)
+	cfg, prefix := sys.cfg, sys.cfg.TopicPrefix
 
 	procs := &projectorProcess{t: t, bin: bin, cmds: map[string]*exec.Cmd{}, env: []string{
 		"KAPPA_KAFKA_BROKERS=" + strings.Join(brokers, ","),

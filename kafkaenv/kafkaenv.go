@@ -46,3 +46,23 @@ func Headers(hs []schemas.Header) []kgo.RecordHeader {
 func Position(r *kgo.Record) schemas.Position {
 	return schemas.Position{Partition: r.Partition, Offset: r.Offset}
 }
+
+// Decode turns a record of the events topic into the shared currency of
+// projections: its envelope and decoded payload (an event, or an Outcome).
+func Decode(r *kgo.Record) (schemas.Record, error) {
+	env, err := Envelope(r)
+	if err != nil {
+		return schemas.Record{}, err
+	}
+	rec := schemas.Record{Topic: r.Topic, Position: Position(r), Envelope: env}
+	if env.Type == schemas.OutcomeType {
+		o, err := schemas.DecodeOutcome(r.Value)
+		if err != nil {
+			return schemas.Record{}, err
+		}
+		rec.Payload = o
+		return rec, nil
+	}
+	rec.Payload, err = schemas.DecodeEvent(env)
+	return rec, err
+}

@@ -21,6 +21,7 @@ type Projection struct {
 	deadLettered prometheus.Counter
 	newest       prometheus.Gauge
 	lastApplied  prometheus.Gauge
+	dlq          *prometheus.GaugeVec
 }
 
 // NewProjection registers the metrics of the named projection.
@@ -41,8 +42,18 @@ func NewProjection(reg prometheus.Registerer, projection string) *Projection {
 		lastApplied: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_projection_last_apply_timestamp_seconds",
 			Help: "When the last batch was applied.", ConstLabels: labels}),
 	}
-	reg.MustRegister(m.applied, m.batches, m.failures, m.deadLettered, m.newest, m.lastApplied)
+	m.dlq = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kappa_projection_dead_letters",
+		Help: "Dead letters of this projection by state: open (parked now), parked (ever), redriven, discarded.", ConstLabels: labels}, []string{"state"})
+	reg.MustRegister(m.applied, m.batches, m.failures, m.deadLettered, m.newest, m.lastApplied, m.dlq)
 	return m
+}
+
+// Parked records the counts of the dead-letter book.
+func (m *Projection) Parked(open, parked, redriven, discarded int) {
+	m.dlq.WithLabelValues("open").Set(float64(open))
+	m.dlq.WithLabelValues("parked").Set(float64(parked))
+	m.dlq.WithLabelValues("redriven").Set(float64(redriven))
+	m.dlq.WithLabelValues("discarded").Set(float64(discarded))
 }
 
 // BatchApplied records a batch the sink accepted.

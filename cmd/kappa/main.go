@@ -17,9 +17,11 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/roles"
+	"github.com/kappa-cqrs/kappa/schemas"
 )
 
 // The defaults point at the local stack started by `make stack`.
@@ -82,6 +84,88 @@ type cli struct {
 	Project projectCmd `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
 	Migrate migrateCmd `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
 	Dev     devCmd     `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
+	DLQ     dlqCmd     `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
+}
+
+type dlqCmd struct {
+	List    dlqListCmd    `cmd:"" help:"List the open dead letters of a projection, with counts."`
+	Show    dlqShowCmd    `cmd:"" help:"Show one dead letter: headers and value."`
+	Redrive dlqRedriveCmd `cmd:"" help:"Apply open dead letters that decode now, in order, and mark them redriven."`
+	Discard dlqDiscardCmd `cmd:"" help:"Mark open dead letters as discarded; their aggregates flow again."`
+}
+
+type dlqTarget struct {
+	kafkaFlags
+	Projection string `enum:"clickhouse,postgres" required:"" help:"The projection: clickhouse or postgres."`
+	Aggregate  string `help:"Only the dead letters of this aggregate id."`
+	Position   string `help:"Only the dead letter at this position of the dead-letter topic (partition:offset)."`
+	DryRun     bool   `help:"Say what would happen; change nothing."`
+}
+
+func (t dlqTarget) filter() (deadletter.Filter, error) {
+	f := deadletter.Filter{AggregateID: t.Aggregate}
+	if t.Position != "" {
+		pos, err := schemas.ParsePosition(t.Position)
+		if err != nil {
+			return f, err
+		}
+		f.Position = &pos
+	}
+	return f, nil
+}
+
+type dlqListCmd struct {
+	kafkaFlags
+	Projection string `enum:"clickhouse,postgres" required:"" help:"The projection: clickhouse or postgres."`
+}
+
+func (c *dlqListCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	return roles.DLQList(ctx, cfg, c.Projection, os.Stdout)
+}
+
+type dlqShowCmd struct {
+	kafkaFlags
+	Position string `arg:"" help:"Position in the dead-letter topic, partition:offset, as dlq list prints it."`
+}
+
+func (c *dlqShowCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	pos, err := schemas.ParsePosition(c.Position)
+	if err != nil {
+		return err
+	}
+	return roles.DLQShow(ctx, cfg, pos, os.Stdout)
+}
+
+type dlqRedriveCmd struct {
+	dlqTarget
+	postgresFlags
+	clickhouseFlags
+}
+
+func (c *dlqRedriveCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	c.postgresFlags.apply(&cfg)
+	c.clickhouseFlags.apply(&cfg)
+	f, err := c.filter()
+	if err != nil {
+		return err
+	}
+	return roles.DLQRedrive(ctx, cfg, c.Projection, f, c.DryRun, os.Stdout)
+}
+
+type dlqDiscardCmd struct {
+	dlqTarget
+}
+
+func (c *dlqDiscardCmd) Run(ctx context.Context, cfg roles.Config) error {
+	c.kafkaFlags.apply(&cfg)
+	f, err := c.filter()
+	if err != nil {
+		return err
+	}
+	return roles.DLQDiscard(ctx, cfg, c.Projection, f, c.DryRun, os.Stdout)
 }
 
 type ingestCmd struct {

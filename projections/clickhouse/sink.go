@@ -221,3 +221,58 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// ApplyRedriven inserts parked records that were fixed. Their offsets are
+// below what the tables hold, so the offset rule cannot dedupe them;
+// instead each table is asked which of their event ids it already has, and
+// an event is inserted into a table only if it is not there yet.
+func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error {
+	byTable := map[string][][]any{}
+	for _, r := range batch {
+		for _, rw := range mapRecord(r) {
+			byTable[rw.table] = append(byTable[rw.table], rw.values)
+		}
+	}
+	for _, t := range insertOrder {
+		rows := byTable[t]
+		if len(rows) == 0 {
+			continue
+		}
+		present, err := s.presentEventIDs(ctx, t, rows)
+		if err != nil {
+			return err
+		}
+		var missing [][]any
+		for _, row := range rows {
+			if !present[row[0].(string)] {
+				missing = append(missing, row)
+			}
+		}
+		if err := s.insert(ctx, t, missing); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// presentEventIDs returns which event ids of rows (column 0) a table has.
+func (s *Store) presentEventIDs(ctx context.Context, table string, rows [][]any) (map[string]bool, error) {
+	quoted := make([]string, 0, len(rows))
+	for _, row := range rows {
+		quoted = append(quoted, "'"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(row[0].(string))+"'")
+	}
+	res, err := s.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT event_id FROM %s.%s WHERE event_id IN (%s)", s.cfg.Database, table, strings.Join(quoted, ", ")))
+	if err != nil {
+		return nil, fmt.Errorf("read event ids of %s: %w", table, err)
+	}
+	defer res.Close()
+	present := map[string]bool{}
+	for res.Next() {
+		var id string
+		if err := res.Scan(&id); err != nil {
+			return nil, err
+		}
+		present[id] = true
+	}
+	return present, res.Err()
+}

@@ -219,3 +219,24 @@ func nonNilRefs(refs []schemas.EventRef) []schemas.EventRef {
 	}
 	return refs
 }
+
+// ApplyRedriven applies parked records that were fixed, in one transaction.
+// Positions are not touched (the stream has moved on); the aggregate
+// version guards make a second redrive of the same records a no-op.
+func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
+	q := &pgx.Batch{}
+	for _, r := range batch {
+		if err := queueRecord(q, r); err != nil {
+			return fmt.Errorf("map %s at %s/%s: %w", r.Envelope.Type, r.Topic, r.Position, err)
+		}
+	}
+	if err := tx.SendBatch(ctx, q).Close(); err != nil {
+		return fmt.Errorf("apply %d redriven records: %w", len(batch), err)
+	}
+	return tx.Commit(ctx)
+}

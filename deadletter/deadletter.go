@@ -1,0 +1,283 @@
+// Package deadletter keeps the book of parked records. A projection parks
+// a record it cannot apply in the dead-letter topic, and parks every later
+// record of the same aggregate behind it, so that no event overtakes a
+// parked one; other aggregates keep flowing. The dead-letter topic itself
+// is the durable state: entries are the parked records, and markers written
+// by `kappa dlq redrive|discard` resolve them. Every projector rebuilds its
+// book from the topic, so the book survives restarts and rebalances.
+package deadletter
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// Headers of dead-letter records, added to the original record's headers.
+const (
+	HeaderReason     = "kappa_dlq_reason"
+	HeaderProjection = "kappa_dlq_projection"
+	HeaderTopic      = "kappa_dlq_topic"
+	HeaderPartition  = "kappa_dlq_partition"
+	HeaderOffset     = "kappa_dlq_offset"
+	HeaderAttempts   = "kappa_dlq_attempts"
+	// HeaderBehind names the dead-letter position of the record this one
+	// was parked behind; absent on the record that was itself poison.
+	HeaderBehind = "kappa_dlq_behind"
+	// HeaderAction marks a resolution: "redriven" or "discarded".
+	HeaderAction = "kappa_dlq_action"
+	// HeaderResolves is the dead-letter position a marker resolves.
+	HeaderResolves = "kappa_dlq_resolves"
+)
+
+// Resolution actions.
+const (
+	ActionRedriven  = "redriven"
+	ActionDiscarded = "discarded"
+)
+
+// Entry is one parked record.
+type Entry struct {
+	// Position is where the entry sits in the dead-letter topic.
+	Position    schemas.Position
+	Projection  string
+	AggregateID string
+	OriginTopic string
+	Origin      schemas.Position
+	Reason      string
+	// Behind is set when the record was parked only to keep order.
+	Behind *schemas.Position
+	// Record is the parked record as it was in the origin topic.
+	Record *kgo.Record
+}
+
+// Book holds the unresolved entries of one projection by aggregate, in
+// dead-letter order. It is safe for concurrent use.
+type Book struct {
+	projection string
+
+	mu       sync.Mutex
+	open     map[string][]Entry // by aggregate id
+	resolved map[schemas.Position]string
+	seen     map[schemas.Position]bool
+	parked   int // entries observed
+	counts   map[string]int
+	consumed map[int32]int64 // next dead-letter offset observed, per partition
+}
+
+// NewBook returns an empty book for a projection.
+func NewBook(projection string) *Book {
+	return &Book{projection: projection, open: map[string][]Entry{}, resolved: map[schemas.Position]string{},
+		seen: map[schemas.Position]bool{}, counts: map[string]int{}, consumed: map[int32]int64{}}
+}
+
+// Observe applies one dead-letter record: an entry of this projection adds
+// to the book, a marker resolves the entry it names. Records of other
+// projections only advance the consumed offsets. Observing a record twice
+// is harmless.
+func (b *Book) Observe(r *kgo.Record) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.consumed[r.Partition] = max(b.consumed[r.Partition], r.Offset+1)
+	h := headers(r)
+	if h[HeaderProjection] != b.projection {
+		return
+	}
+	pos := kafkaenv.Position(r)
+	if b.seen[pos] {
+		return
+	}
+	b.seen[pos] = true
+	if action := h[HeaderAction]; action != "" {
+		target, err := schemas.ParsePosition(h[HeaderResolves])
+		if err != nil {
+			return
+		}
+		b.resolved[target] = action
+		b.counts[action]++
+		agg := string(r.Key)
+		b.open[agg] = slices.DeleteFunc(b.open[agg], func(e Entry) bool { return e.Position == target })
+		if len(b.open[agg]) == 0 {
+			delete(b.open, agg)
+		}
+		return
+	}
+	e, err := entryOf(r, h)
+	if err != nil {
+		return
+	}
+	b.parked++
+	if _, done := b.resolved[pos]; done {
+		return // the marker came first (read out of order across partitions)
+	}
+	b.open[e.AggregateID] = append(b.open[e.AggregateID], e)
+}
+
+func entryOf(r *kgo.Record, h map[string]string) (Entry, error) {
+	part, err := strconv.ParseInt(h[HeaderPartition], 10, 32)
+	if err != nil {
+		return Entry{}, fmt.Errorf("dead letter %s: bad %s", kafkaenv.Position(r), HeaderPartition)
+	}
+	off, err := strconv.ParseInt(h[HeaderOffset], 10, 64)
+	if err != nil {
+		return Entry{}, fmt.Errorf("dead letter %s: bad %s", kafkaenv.Position(r), HeaderOffset)
+	}
+	e := Entry{
+		Position: kafkaenv.Position(r), Projection: h[HeaderProjection], AggregateID: string(r.Key),
+		OriginTopic: h[HeaderTopic], Origin: schemas.Position{Partition: int32(part), Offset: off}, Reason: h[HeaderReason],
+	}
+	if behind, err := schemas.ParsePosition(h[HeaderBehind]); err == nil {
+		e.Behind = &behind
+	}
+	orig := &kgo.Record{Topic: e.OriginTopic, Partition: e.Origin.Partition, Offset: e.Origin.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+	for _, hd := range r.Headers {
+		if !isDLQHeader(hd.Key) {
+			orig.Headers = append(orig.Headers, hd)
+		}
+	}
+	e.Record = orig
+	return e, nil
+}
+
+func isDLQHeader(key string) bool {
+	switch key {
+	case HeaderReason, HeaderProjection, HeaderTopic, HeaderPartition, HeaderOffset, HeaderAttempts, HeaderBehind, HeaderAction, HeaderResolves:
+		return true
+	}
+	return false
+}
+
+func headers(r *kgo.Record) map[string]string {
+	h := make(map[string]string, len(r.Headers))
+	for _, hd := range r.Headers {
+		h[hd.Key] = string(hd.Value)
+	}
+	return h
+}
+
+// FirstOpen returns the first unresolved entry of an aggregate, if any.
+func (b *Book) FirstOpen(aggregateID string) (Entry, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	entries := b.open[aggregateID]
+	if len(entries) == 0 {
+		return Entry{}, false
+	}
+	return entries[0], true
+}
+
+// Open returns the unresolved entries, by aggregate in dead-letter order.
+func (b *Book) Open() map[string][]Entry {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string][]Entry, len(b.open))
+	for k, v := range b.open {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// Counts returns how many entries are open, how many were ever parked, and
+// how many were redriven and discarded.
+func (b *Book) Counts() (open, parked, redriven, discarded int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, v := range b.open {
+		open += len(v)
+	}
+	return open, b.parked, b.counts[ActionRedriven], b.counts[ActionDiscarded]
+}
+
+// caughtUp reports whether the book has observed the topic up to ends.
+func (b *Book) caughtUp(ends map[int32]int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for p, end := range ends {
+		if b.consumed[p] < end {
+			return false
+		}
+	}
+	return true
+}
+
+// Follow keeps the book up to date with the dead-letter topic until ctx
+// ends.
+func (b *Book) Follow(ctx context.Context, brokers []string, topic string, opts ...kgo.Opt) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
+	if err != nil {
+		return fmt.Errorf("follow dead letters: %w", err)
+	}
+	defer cl.Close()
+	for {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches.EachRecord(b.Observe)
+	}
+}
+
+// WaitCaughtUp waits until the book has observed every record the topic
+// holds now.
+func (b *Book) WaitCaughtUp(ctx context.Context, brokers []string, topic string) error {
+	ends, err := endOffsets(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for !b.caughtUp(ends) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("catch up with %s: %w", topic, ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func endOffsets(ctx context.Context, brokers []string, topic string) (map[int32]int64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+	}
+	ends := map[int32]int64{}
+	var listErr error
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil {
+			listErr = o.Err
+		}
+		ends[o.Partition] = o.Offset
+	})
+	return ends, listErr
+}
+
+// Load reads the whole dead-letter topic into a book.
+func Load(ctx context.Context, brokers []string, topic, projection string) (*Book, error) {
+	b := NewBook(projection)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Follow(ctx, brokers, topic) }()
+	err := b.WaitCaughtUp(ctx, brokers, topic)
+	cancel()
+	if ferr := <-done; err == nil {
+		err = ferr
+	}
+	return b, err
+}

@@ -1,0 +1,147 @@
+package e2e_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/deadletter"
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/roles"
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// TestPoisonParksItsAggregateUntilRedrive: a poison event parks its
+// aggregate in both projections, later events of that aggregate wait behind
+// it while other aggregates flow, and after the poison is discarded and the
+// rest redriven, the aggregate's read models are complete and in order.
+func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
+	brokers := kappatest.Brokers(t)
+	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
+	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
+	cfg := sys.cfg
+	sys.start("postgres", roles.ProjectPostgres)
+	sys.start("clickhouse", roles.ProjectClickHouse)
+	reads, err := postgres.Open(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reads.Close()
+
+	add := func(cart, product string) commandView {
+		t.Helper()
+		body, _ := json.Marshal(command{Type: "cart.add_product", AggregateID: cart, Data: map[string]any{"product_id": product, "quantity": 1, "unit_price_cents": 10}})
+		status, out := sys.do(t, http.MethodPost, "/v1/commands", "application/json", body, map[string]string{"Prefer": "wait=20"})
+		var v commandView
+		if status != http.StatusOK || json.Unmarshal(out, &v) != nil {
+			t.Fatalf("add %s to %s: %d %s", product, cart, status, out)
+		}
+		return v
+	}
+	cartVersion := func(id string) int64 {
+		c, err := reads.Cart(t.Context(), id)
+		if err != nil {
+			return -1
+		}
+		return c.Version
+	}
+
+	add("dlq-a", "p1")
+	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 1 })
+
+	// Poison for dlq-a: a schema version no build understands.
+	poison := schemas.Envelope{ID: "poison-dlq-a", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 99,
+		AggregateID: "dlq-a", AggregateVersion: 2, Data: []byte(`{}`)}
+	second := add("dlq-a", "p1") // its position names dlq-a's partition
+	pos, err := schemas.ParsePosition(second.Position)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 2 })
+	rec := kafkaenv.Record(cfg.Topics().Events, pos.Partition, poison)
+	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manual.Close()
+	if err := manual.ProduceSync(t.Context(), rec).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	add("dlq-a", "p2") // must wait behind the poison
+	add("dlq-b", "p1") // must flow
+	sys.eventually(t, func() bool { return cartVersion("dlq-b") == 1 })
+
+	for _, projection := range roles.Projections {
+		sys.eventually(t, func() bool {
+			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			return err == nil && len(book.Open()["dlq-a"]) >= 2
+		})
+	}
+	if v := cartVersion("dlq-a"); v != 2 {
+		t.Fatalf("dlq-a in Postgres at version %d while parked, want 2 (events after the poison must wait)", v)
+	}
+
+	// Discard the poison, redrive what waited behind it.
+	var out bytes.Buffer
+	for _, projection := range roles.Projections {
+		book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := book.Open()["dlq-a"][0]
+		if first.Behind != nil {
+			t.Fatalf("%s: the first parked record of dlq-a is not the poison: %+v", projection, first)
+		}
+		f := deadletter.Filter{Position: &first.Position}
+		if err := roles.DLQDiscard(t.Context(), cfg, projection, f, true, &out); err != nil {
+			t.Fatal(err)
+		}
+		if err := roles.DLQDiscard(t.Context(), cfg, projection, f, false, &out); err != nil {
+			t.Fatal(err)
+		}
+		if err := roles.DLQRedrive(t.Context(), cfg, projection, deadletter.Filter{AggregateID: "dlq-a"}, false, &out); err != nil {
+			t.Fatal(err)
+		}
+		if err := roles.DLQList(t.Context(), cfg, projection, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("dlq commands said:\n%s", out.String())
+	if !strings.Contains(out.String(), "projection postgres: 0 open") || !strings.Contains(out.String(), "projection clickhouse: 0 open") {
+		t.Fatalf("dead letters still open after discard and redrive:\n%s", out.String())
+	}
+
+	// The aggregate flows again, after what was redriven.
+	add("dlq-a", "p3")
+	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 4 })
+	cart, err := reads.Cart(t.Context(), "dlq-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, it := range cart.Items {
+		got[it.ProductID] = it.Quantity
+	}
+	if fmt.Sprint(got) != fmt.Sprint(map[string]int64{"p1": 2, "p2": 1, "p3": 1}) {
+		t.Fatalf("dlq-a after redrive: %+v", cart)
+	}
+	chStore, err := clickhouse.Open(t.Context(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chStore.Close()
+	sys.eventually(t, func() bool {
+		var n, distinct uint64
+		err := chStore.Conn().QueryRow(t.Context(), "SELECT count(), uniqExact(event_id) FROM "+ch.Database+".events WHERE aggregate_id = 'dlq-a'").Scan(&n, &distinct)
+		return err == nil && n == 4 && distinct == 4
+	})
+}
