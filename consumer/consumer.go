@@ -90,6 +90,10 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
+	// PoisonAttempts is how often a batch the sink refuses for its contents
+	// (see PermanentClassifier) is tried before its records are tried one
+	// by one and the refused ones parked. Default 3.
+	PoisonAttempts int
 	// Observer receives metrics events. Default none.
 	Observer Observer
 	// ShutdownTimeout bounds flushing the batch in hand when Run's context
@@ -119,6 +123,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
+	}
+	if c.PoisonAttempts == 0 {
+		c.PoisonAttempts = 3
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -217,7 +224,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	c.healthy.Store(true)
 
 	for {
-		batch, dead, err := c.collect(ctx, cl)
+		batch, raws, dead, err := c.collect(ctx, cl)
 		if err != nil && ctx.Err() == nil {
 			cl.AllowRebalance()
 			return err
@@ -226,7 +233,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			// Shutting down: flush what was collected, with a deadline of
 			// its own, so that a restart redoes nothing.
 			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
-			err := c.flush(drainCtx, cl, batch, dead)
+			err := c.flush(drainCtx, cl, batch, raws, dead)
 			cancel()
 			cl.AllowRebalance()
 			if err != nil {
@@ -234,7 +241,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			return nil
 		}
-		if err := c.flush(ctx, cl, batch, dead); err != nil {
+		if err := c.flush(ctx, cl, batch, raws, dead); err != nil {
 			cl.AllowRebalance()
 			return nilOnCancel(ctx, err)
 		}
@@ -244,11 +251,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 // flush parks the dead letters, applies the batch, and commits the offsets
 // to Kafka for lag tooling.
-func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Record, dead []deadLetter) error {
+func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record, dead []deadLetter) error {
 	if err := c.deadLetter(ctx, cl, dead); err != nil {
 		return err
 	}
-	if err := c.apply(ctx, batch); err != nil {
+	if err := c.apply(ctx, cl, batch, raws); err != nil {
 		return err
 	}
 	if po, ok := c.cfg.Observer.(ParkObserver); ok {
@@ -268,7 +275,7 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 // collect polls until it has MaxBatchRecords or FlushInterval has passed
 // since the first record arrived. Rebalances stay blocked from the first
 // poll that returns records until the caller allows them.
-func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas.Record, dead []deadLetter, err error) {
+func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas.Record, raws []*kgo.Record, dead []deadLetter, err error) {
 	var deadline time.Time
 	parkedInBatch := map[string]string{} // aggregate -> origin position of its first parked record
 	for len(batch) < c.cfg.MaxBatchRecords {
@@ -279,10 +286,10 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(batch))
 		cancel()
 		if ctx.Err() != nil {
-			return batch, dead, ctx.Err()
+			return batch, raws, dead, ctx.Err()
 		}
 		if fetches.IsClientClosed() {
-			return nil, nil, errors.New("kafka client closed")
+			return nil, nil, nil, errors.New("kafka client closed")
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -313,6 +320,7 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 				}
 			}
 			batch = append(batch, rec)
+			raws = append(raws, r)
 		})
 		if deadline.IsZero() && len(batch) > 0 {
 			deadline = time.Now().Add(c.cfg.FlushInterval)
@@ -321,12 +329,12 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 			break
 		}
 	}
-	return batch, dead, nil
+	return batch, raws, dead, nil
 }
 
 // apply writes the batch, retrying with capped exponential backoff and full
 // jitter until it succeeds or ctx ends: a sink outage blocks, never drops.
-func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
+func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -343,6 +351,15 @@ func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if c.permanent(err) && attempt >= c.cfg.PoisonAttempts {
+			c.log.Warn("the sink refuses the batch for its contents; applying record by record to park the culprit", "records", len(batch), "err", err)
+			if err := c.isolate(ctx, cl, batch, raws); err != nil {
+				return err
+			}
+			c.healthy.Store(true)
+			c.cfg.Observer.BatchApplied(len(batch), time.Since(start), newestEvent(batch))
+			return nil
+		}
 		c.healthy.Store(false)
 		c.cfg.Observer.BatchFailed(err)
 		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
@@ -352,6 +369,68 @@ func (c *Consumer) apply(ctx context.Context, batch []schemas.Record) error {
 		}
 		backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
 	}
+}
+
+// PermanentClassifier is an optional interface of a Sink: Permanent says
+// whether an Apply error is caused by the records themselves (a constraint
+// violation, a value the store refuses), so that retrying cannot help.
+type PermanentClassifier interface {
+	Permanent(err error) bool
+}
+
+func (c *Consumer) permanent(err error) bool {
+	pc, ok := c.sink.(PermanentClassifier)
+	return ok && pc.Permanent(err)
+}
+
+// isolate applies a refused batch one record at a time. A record the sink
+// refuses for its contents PoisonAttempts times is parked, and so is every
+// later record of its aggregate; other records are applied as usual, and
+// transient errors are retried as ever.
+func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record) error {
+	parkedHere := map[string]string{} // aggregate -> origin position of its first parked record
+	for i, r := range batch {
+		raw := raws[i]
+		aggregate := string(raw.Key)
+		placeholder := schemas.Record{Topic: r.Topic, Position: r.Position}
+		if r.Payload != nil && r.Envelope.Type != schemas.OutcomeType {
+			if behind, ok := parkedHere[aggregate]; ok {
+				err := fmt.Errorf("%w: aggregate %s waits behind the record parked at %s", ErrParkedBehind, aggregate, behind)
+				if err := c.deadLetter(ctx, cl, []deadLetter{{record: raw, reason: err, behind: behind, attempts: 1}}); err != nil {
+					return err
+				}
+				r = placeholder
+			}
+		}
+		backoff := 100 * time.Millisecond
+		for attempt := 1; ; attempt++ {
+			err := c.sink.Apply(ctx, []schemas.Record{r})
+			if err == nil {
+				c.applied.Add(1)
+				break
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if c.permanent(err) && attempt >= c.cfg.PoisonAttempts {
+				if err := c.deadLetter(ctx, cl, []deadLetter{{record: raw, reason: err, attempts: attempt}}); err != nil {
+					return err
+				}
+				if _, ok := parkedHere[aggregate]; !ok {
+					parkedHere[aggregate] = r.Position.String()
+				}
+				r = placeholder // still applied, so that the position moves past it
+				continue
+			}
+			c.cfg.Observer.BatchFailed(err)
+			c.log.Error("apply record; retrying", "topic", r.Topic, "partition", r.Position.Partition, "offset", r.Position.Offset, "attempt", attempt, "err", err)
+			if err := sleep(ctx, time.Duration(rand.Int64N(int64(backoff)))+time.Millisecond); err != nil {
+				return err
+			}
+			backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
+		}
+	}
+	return nil
 }
 
 // resumeFromSink replaces Kafka's committed offsets with the sink's, once
@@ -396,9 +475,10 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 }
 
 type deadLetter struct {
-	record *kgo.Record
-	reason error
-	behind string // origin position of the record this one waits behind
+	record   *kgo.Record
+	reason   error
+	behind   string // origin position of the record this one waits behind
+	attempts int    // tries to apply it; 0 for records that never reached the sink
 }
 
 // deadLetter parks records, keyed as the original, so the partition keeps
@@ -419,7 +499,7 @@ func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLe
 			kgo.RecordHeader{Key: deadletter.HeaderTopic, Value: []byte(r.Topic)},
 			kgo.RecordHeader{Key: deadletter.HeaderPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
 			kgo.RecordHeader{Key: deadletter.HeaderOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-			kgo.RecordHeader{Key: deadletter.HeaderAttempts, Value: []byte("1")},
+			kgo.RecordHeader{Key: deadletter.HeaderAttempts, Value: []byte(strconv.Itoa(d.attempts))},
 		)
 		if d.behind != "" {
 			headers = append(headers, kgo.RecordHeader{Key: deadletter.HeaderBehind, Value: []byte(d.behind)})

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -144,4 +145,76 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 		err := chStore.Conn().QueryRow(t.Context(), "SELECT count(), uniqExact(event_id) FROM "+ch.Database+".events WHERE aggregate_id = 'dlq-a'").Scan(&n, &distinct)
 		return err == nil && n == 4 && distinct == 4
 	})
+}
+
+// TestConstraintViolationIsParked: an event Postgres refuses for its
+// contents (a CHECK constraint) is retried a bounded number of times, then
+// parked in that projection only, with the aggregate's later events behind
+// it; ClickHouse, which accepts it, applies everything.
+func TestConstraintViolationIsParked(t *testing.T) {
+	brokers := kappatest.Brokers(t)
+	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
+	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
+	sys.start("postgres", roles.ProjectPostgres)
+	sys.start("clickhouse", roles.ProjectClickHouse)
+	reads, err := postgres.Open(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reads.Close()
+
+	add := func(cart string) commandView {
+		t.Helper()
+		body, _ := json.Marshal(command{Type: "cart.add_product", AggregateID: cart, Data: map[string]any{"product_id": "p1", "quantity": 1, "unit_price_cents": 10}})
+		status, out := sys.do(t, http.MethodPost, "/v1/commands", "application/json", body, map[string]string{"Prefer": "wait=20"})
+		var v commandView
+		if status != http.StatusOK || json.Unmarshal(out, &v) != nil {
+			t.Fatalf("add to %s: %d %s", cart, status, out)
+		}
+		return v
+	}
+	// Quantity 0 decodes, but cart_items has CHECK (quantity > 0).
+	bad := schemas.Envelope{ID: "bad-quantity", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 1,
+		AggregateID: "cv-x", AggregateVersion: 1, Data: []byte(`{"product_id":"p0","quantity":0,"unit_price_cents":10}`)}
+	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manual.Close()
+	if err := manual.ProduceSync(t.Context(), kafkaenv.Record(sys.cfg.Topics().Events, 0, bad)).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	add("cv-x") // waits behind the refused event in Postgres
+	add("cv-y") // flows
+	sys.eventually(t, func() bool { c, err := reads.Cart(t.Context(), "cv-y"); return err == nil && c.Version == 1 })
+
+	var pgBook, chBook *deadletter.Book
+	sys.eventually(t, func() bool {
+		pgBook, err = deadletter.Load(t.Context(), brokers, sys.cfg.Topics().EventsDeadLetter, "postgres")
+		return err == nil && len(pgBook.Open()["cv-x"]) == 2
+	})
+	first := pgBook.Open()["cv-x"][0]
+	if !strings.Contains(first.Reason, "23514") || first.Record.Headers == nil {
+		t.Errorf("the parked record's reason does not name the constraint: %q", first.Reason)
+	}
+	if _, err := reads.Cart(t.Context(), "cv-x"); !errors.Is(err, postgres.ErrNotFound) {
+		t.Errorf("cv-x reached Postgres although its first event was refused: %v", err)
+	}
+	chStore, err := clickhouse.Open(t.Context(), ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chStore.Close()
+	sys.eventually(t, func() bool {
+		var n uint64
+		err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events WHERE aggregate_id = 'cv-x'").Scan(&n)
+		return err == nil && n == 2
+	})
+	chBook, err = deadletter.Load(t.Context(), brokers, sys.cfg.Topics().EventsDeadLetter, "clickhouse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if open, _, _, _ := chBook.Counts(); open != 0 {
+		t.Errorf("ClickHouse parked %d records; it accepts them all", open)
+	}
 }

@@ -2,9 +2,12 @@ package clickhouse
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -69,6 +72,18 @@ func mapRecord(r schemas.Record) []row {
 	// Every event, known to a typed table or not, lands in the events table.
 	rows = append(rows, row{tableEvents, []any{e.ID, e.Type, uint16(e.SchemaVersion), e.AggregateID, uint64(e.AggregateVersion), e.CommandID, e.Tenant, e.Source, e.Time, string(e.Data), r.Topic, part, off}})
 	return rows
+}
+
+// refusedData are ClickHouse error codes caused by the values inserted:
+// cannot parse, type mismatch, argument out of bound, cannot convert,
+// incorrect data, value out of range of the data type.
+var refusedData = map[int32]bool{6: true, 27: true, 53: true, 69: true, 70: true, 117: true, 321: true}
+
+// Permanent reports errors caused by the records themselves; the consumer
+// parks such a record instead of retrying it forever.
+func (s *Store) Permanent(err error) bool {
+	var ex *ch.Exception
+	return errors.As(err, &ex) && refusedData[ex.Code]
 }
 
 // Resume returns the offset after the highest one in the events table,

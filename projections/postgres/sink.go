@@ -2,14 +2,28 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/encoding/json"
 
 	"github.com/kappa-cqrs/kappa/schemas"
 )
+
+// Permanent reports errors caused by the records themselves: Postgres
+// data exceptions (SQLSTATE class 22) and integrity constraint violations
+// (class 23). Retrying them cannot help; the consumer parks the record.
+func (s *Store) Permanent(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")
+}
 
 // Resume returns the next offset per partition recorded with the data.
 func (s *Store) Resume(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
