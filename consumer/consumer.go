@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,12 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
+	// MaxBlock bounds how long a batch is retried while rebalances wait.
+	// Past it the consumer rewinds to the batch, lets a pending rebalance
+	// happen, and retries after it if it still owns the partitions. It must
+	// stay below the group's rebalance timeout (60s), or the group expels
+	// the member and a second one could write the same partitions. Default 30s.
+	MaxBlock time.Duration
 	// PoisonAttempts is how often a batch the sink refuses for its contents
 	// (see PermanentClassifier) is tried before its records are tried one
 	// by one and the refused ones parked. Default 3.
@@ -126,6 +133,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PoisonAttempts == 0 {
 		c.PoisonAttempts = 3
+	}
+	if c.MaxBlock == 0 {
+		c.MaxBlock = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -242,6 +252,12 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 		if err := c.flush(ctx, cl, batch, raws, dead); err != nil {
+			if errors.Is(err, errYield) {
+				c.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(batch))
+				cl.SetOffsets(rewindTo(raws))
+				cl.AllowRebalance()
+				continue
+			}
 			cl.AllowRebalance()
 			return nilOnCancel(ctx, err)
 		}
@@ -362,6 +378,9 @@ func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 		}
 		c.healthy.Store(false)
 		c.cfg.Observer.BatchFailed(err)
+		if time.Since(start) > c.cfg.MaxBlock {
+			return errYield
+		}
 		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
 		c.log.Error("apply batch; retrying", "records", len(batch), "attempt", attempt, "retry_in", wait, "err", err)
 		if err := sleep(ctx, wait); err != nil {
@@ -369,6 +388,23 @@ func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 		}
 		backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
 	}
+}
+
+// errYield asks Run to rewind and let rebalances through.
+var errYield = errors.New("yield to a rebalance")
+
+// rewindTo returns the first offset of each partition in raws.
+func rewindTo(raws []*kgo.Record) map[string]map[int32]kgo.EpochOffset {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	for _, r := range raws {
+		if to[r.Topic] == nil {
+			to[r.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		if o, ok := to[r.Topic][r.Partition]; !ok || r.Offset < o.Offset {
+			to[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.Offset}
+		}
+	}
+	return to
 }
 
 // PermanentClassifier is an optional interface of a Sink: Permanent says
@@ -389,6 +425,7 @@ func (c *Consumer) permanent(err error) bool {
 // transient errors are retried as ever.
 func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record) error {
 	parkedHere := map[string]string{} // aggregate -> origin position of its first parked record
+	start := time.Now()
 	for i, r := range batch {
 		raw := raws[i]
 		aggregate := string(raw.Key)
@@ -423,6 +460,9 @@ func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.
 				continue
 			}
 			c.cfg.Observer.BatchFailed(err)
+			if time.Since(start) > c.cfg.MaxBlock {
+				return errYield
+			}
 			c.log.Error("apply record; retrying", "topic", r.Topic, "partition", r.Position.Partition, "offset", r.Position.Offset, "attempt", attempt, "err", err)
 			if err := sleep(ctx, time.Duration(rand.Int64N(int64(backoff)))+time.Millisecond); err != nil {
 				return err
@@ -486,6 +526,10 @@ type deadLetter struct {
 // parked record is never lost, and enters them in the book at once, so the
 // aggregate's next record is parked behind them.
 func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLetter) error {
+	// A redelivered record that is parked already is not parked again.
+	dead = slices.DeleteFunc(slices.Clone(dead), func(d deadLetter) bool {
+		return c.book.Has(d.record.Topic, kafkaenv.Position(d.record))
+	})
 	if len(dead) == 0 {
 		return nil
 	}

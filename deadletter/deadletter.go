@@ -68,6 +68,9 @@ type Book struct {
 	mu       sync.Mutex
 	open     map[string][]Entry // by aggregate id
 	resolved map[schemas.Position]string
+	// origins holds the origin of every entry taken: a record parked twice
+	// (redelivered after a crash or a rebalance) is one entry.
+	origins  map[string]bool
 	seen     map[schemas.Position]bool
 	parked   int // entries observed
 	counts   map[string]int
@@ -76,7 +79,7 @@ type Book struct {
 
 // NewBook returns an empty book for a projection.
 func NewBook(projection string) *Book {
-	return &Book{projection: projection, open: map[string][]Entry{}, resolved: map[schemas.Position]string{},
+	return &Book{projection: projection, open: map[string][]Entry{}, resolved: map[schemas.Position]string{}, origins: map[string]bool{},
 		seen: map[schemas.Position]bool{}, counts: map[string]int{}, consumed: map[int32]int64{}}
 }
 
@@ -115,6 +118,11 @@ func (b *Book) Observe(r *kgo.Record) {
 	if err != nil {
 		return
 	}
+	origin := e.OriginTopic + "/" + e.Origin.String()
+	if b.origins[origin] {
+		return
+	}
+	b.origins[origin] = true
 	b.parked++
 	if _, done := b.resolved[pos]; done {
 		return // the marker came first (read out of order across partitions)
@@ -162,6 +170,13 @@ func headers(r *kgo.Record) map[string]string {
 		h[hd.Key] = string(hd.Value)
 	}
 	return h
+}
+
+// Has reports whether the record at origin was ever parked.
+func (b *Book) Has(originTopic string, origin schemas.Position) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.origins[originTopic+"/"+origin.String()]
 }
 
 // FirstOpen returns the first unresolved entry of an aggregate, if any.
