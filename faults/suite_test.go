@@ -71,6 +71,7 @@ type cluster struct {
 	database string
 	schema   string
 	pgURL    string
+	opsAddr  string // clickhouse-0's /readyz
 }
 
 type faultRecord struct {
@@ -89,7 +90,12 @@ func (c *cluster) record(fault, detail string) {
 func (c *cluster) start(name string, args ...string) {
 	c.t.Helper()
 	p := &process{name: name, args: args, log: filepath.Join(c.dir, name+".log")}
-	p.env = append(append([]string{}, c.baseEnv...), "KAPPA_INSTANCE_ID="+name, "KAPPA_OPS_ADDR=")
+	ops := ""
+	if name == "clickhouse-0" {
+		c.opsAddr = "127.0.0.1:" + freePort(c.t)
+		ops = c.opsAddr
+	}
+	p.env = append(append([]string{}, c.baseEnv...), "KAPPA_INSTANCE_ID="+name, "KAPPA_OPS_ADDR="+ops)
 	c.launch(p)
 	c.procs[name] = p
 }
@@ -167,9 +173,44 @@ func (c *cluster) restartStore(component string) {
 
 func (c *cluster) cut(p *proxy, store string, d time.Duration) {
 	p.setCut(true)
-	time.Sleep(d) // the fault: the link is down this long
+	end := time.Now().Add(d)
+	readiness := ""
+	if store == "clickhouse" {
+		// clickhouse-0 must say it is not ready while its store is cut off.
+		readiness = ", clickhouse-0 /readyz never 503"
+		for time.Now().Before(end) {
+			if code := c.readyz(); code == http.StatusServiceUnavailable {
+				readiness = ", clickhouse-0 /readyz 503 while cut"
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // polling readiness
+		}
+	}
+	time.Sleep(time.Until(end)) // the fault: the link is down this long
 	p.setCut(false)
-	c.record("cut "+store+" connections", fmt.Sprintf("every connection closed, new ones refused for %s", d))
+	if store == "clickhouse" {
+		recovered := time.Now()
+		kappatest.Eventually(c.t, time.Minute, 100*time.Millisecond, func() error {
+			if code := c.readyz(); code != http.StatusOK {
+				return fmt.Errorf("readyz %d", code)
+			}
+			return nil
+		})
+		readiness += fmt.Sprintf(", 200 again %s after", time.Since(recovered).Round(100*time.Millisecond))
+		if !strings.Contains(readiness, "503 while cut") {
+			c.t.Errorf("clickhouse-0 reported ready while ClickHouse was cut off")
+		}
+	}
+	c.record("cut "+store+" connections", fmt.Sprintf("every connection closed, new ones refused for %s%s", d, readiness))
+}
+
+func (c *cluster) readyz() int {
+	resp, err := http.Get("http://" + c.opsAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (c *cluster) slow(p *proxy, store string, latency, d time.Duration) {
