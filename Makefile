@@ -42,6 +42,16 @@ fuzz: ## Fuzz command decoding and the command endpoints (FUZZTIME each, default
 	$(GO) test -run '^$$' -fuzz FuzzValidateCommand -fuzztime $(FUZZTIME) ./schemas/
 	$(GO) test -run '^$$' -fuzz FuzzPostCommands -fuzztime $(FUZZTIME) ./api/
 
+LOADTEST_ARGS ?= --rate 2000 --duration 60s --batch-size 50
+.PHONY: loadtest
+loadtest: stack build ## Load-test a fresh deployment on the real stack (LOADTEST_ARGS, see kappa loadtest --help).
+	bash deploy/loadtest.sh $(LOADTEST_ARGS) --out loadtest-results
+
+.PHONY: loadtest-ci
+loadtest-ci: stack build ## The short load profile CI runs, with the correctness check.
+	bash deploy/loadtest.sh --ramp 300:8s,600:8s --connections 16 --out .stack/loadtest-ci
+	bash deploy/loadtest.sh --rate 3000 --duration 10s --batch-size 50 --zipf 1.2 --out .stack/loadtest-ci-batch
+
 .PHONY: check
 check: ## gofmt, go vet and golangci-lint.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

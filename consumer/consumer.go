@@ -58,6 +58,14 @@ type ParkObserver interface {
 	Parked(open, parked, redriven, discarded int)
 }
 
+// ProgressObserver is an optional extension of Observer: after each batch
+// it receives, per partition, the offset of the last command whose outcome
+// (and so all of whose events) the sink has applied. A load test compares
+// it with the positions ingest acknowledged to measure freshness.
+type ProgressObserver interface {
+	CommandsThrough(partition int32, commandOffset int64)
+}
+
 type noObserver struct{}
 
 func (noObserver) BatchApplied(int, time.Duration, time.Time) {}
@@ -276,6 +284,11 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 	}
 	if po, ok := c.cfg.Observer.(ParkObserver); ok {
 		po.Parked(c.book.Counts())
+	}
+	if po, ok := c.cfg.Observer.(ProgressObserver); ok {
+		for p, o := range commandsThrough(batch) {
+			po.CommandsThrough(p, o)
+		}
 	}
 	if len(batch) == 0 {
 		return nil
@@ -559,6 +572,19 @@ func (c *Consumer) deadLetter(ctx context.Context, cl *kgo.Client, dead []deadLe
 	}
 	c.cfg.Observer.DeadLettered(len(records))
 	return nil
+}
+
+func commandsThrough(batch []schemas.Record) map[int32]int64 {
+	through := map[int32]int64{}
+	for _, r := range batch {
+		if o, ok := r.Payload.(schemas.Outcome); ok {
+			p := o.CommandPosition.Partition
+			if cur, seen := through[p]; !seen || o.CommandPosition.Offset > cur {
+				through[p] = o.CommandPosition.Offset
+			}
+		}
+	}
+	return through
 }
 
 func newestEvent(batch []schemas.Record) time.Time {

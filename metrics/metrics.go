@@ -6,6 +6,7 @@ package metrics
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ type Projection struct {
 	newest       prometheus.Gauge
 	lastApplied  prometheus.Gauge
 	dlq          *prometheus.GaugeVec
+	through      *prometheus.GaugeVec
 }
 
 // NewProjection registers the metrics of the named projection.
@@ -44,8 +46,15 @@ func NewProjection(reg prometheus.Registerer, projection string) *Projection {
 	}
 	m.dlq = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kappa_projection_dead_letters",
 		Help: "Dead letters of this projection by state: open (parked now), parked (ever), redriven, discarded.", ConstLabels: labels}, []string{"state"})
-	reg.MustRegister(m.applied, m.batches, m.failures, m.deadLettered, m.newest, m.lastApplied, m.dlq)
+	m.through = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kappa_projection_commands_through",
+		Help: "Per partition, the offset in the commands topic of the last command whose outcome and events are applied.", ConstLabels: labels}, []string{"partition"})
+	reg.MustRegister(m.applied, m.batches, m.failures, m.deadLettered, m.newest, m.lastApplied, m.dlq, m.through)
 	return m
+}
+
+// CommandsThrough records how far a partition's commands are applied.
+func (m *Projection) CommandsThrough(partition int32, commandOffset int64) {
+	m.through.WithLabelValues(strconv.Itoa(int(partition))).Set(float64(commandOffset))
 }
 
 // Parked records the counts of the dead-letter book.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/deadletter"
+	"github.com/kappa-cqrs/kappa/loadtest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/roles"
@@ -79,12 +81,70 @@ type logFlags struct {
 
 type cli struct {
 	logFlags
-	Ingest  ingestCmd  `cmd:"" help:"Serve the HTTP API: command intake, outcomes and lookups."`
-	Process processCmd `cmd:"" help:"Run a command processor."`
-	Project projectCmd `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
-	Migrate migrateCmd `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
-	Dev     devCmd     `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
-	DLQ     dlqCmd     `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
+	Ingest   ingestCmd   `cmd:"" help:"Serve the HTTP API: command intake, outcomes and lookups."`
+	Process  processCmd  `cmd:"" help:"Run a command processor."`
+	Project  projectCmd  `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
+	Migrate  migrateCmd  `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
+	Dev      devCmd      `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
+	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
+	Loadtest loadtestCmd `cmd:"" help:"Drive open-loop load through the HTTP API, measure latency and freshness, and check the stores."`
+}
+
+type loadtestCmd struct {
+	postgresFlags
+	clickhouseFlags
+	Target         string        `env:"KAPPA_LOADTEST_TARGET" default:"http://127.0.0.1:8080" help:"Base URL of the HTTP API."`
+	MetricsURL     []string      `env:"KAPPA_LOADTEST_METRICS" help:"Metrics endpoints that carry kappa_projection_commands_through (default: <target>/metrics, which kappa dev serves)."`
+	Rate           float64       `default:"1000" help:"Commands per second (open loop)."`
+	Duration       time.Duration `default:"30s" help:"How long to send at --rate."`
+	Ramp           string        `help:"Steps of rate:duration instead of --rate/--duration, e.g. 1000:30s,2000:30s,4000:30s."`
+	Connections    int           `default:"32" help:"Concurrent requests."`
+	BatchSize      int           `default:"1" help:"Commands per request; above 1 uses POST /v1/commands:batch."`
+	Mix            string        `default:"add=50,remove=10,checkout=5,publish=15,update=15,invalid=5" help:"Weights of the command kinds; invalid ones must be refused (422)."`
+	Carts          int           `default:"10000" help:"Carts in the key space."`
+	Articles       int           `default:"2000" help:"Articles in the key space."`
+	Zipf           float64       `default:"0" help:"Key skew: a Zipf exponent above 1, or 0 for uniform keys."`
+	Seed           uint64        `default:"1" help:"Seed of the command sequence."`
+	FreshnessEvery int           `default:"20" help:"Measure freshness for one command in this many."`
+	Out            string        `default:"loadtest-results" type:"path" help:"Directory for result.json and report.html."`
+	NoCheck        bool          `help:"Skip the correctness check of the stores."`
+}
+
+func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
+	cfg := loadtest.Config{
+		Target: c.Target, MetricsURLs: c.MetricsURL, Connections: c.Connections, BatchSize: c.BatchSize,
+		Carts: c.Carts, Articles: c.Articles, Zipf: c.Zipf, Seed: c.Seed, FreshnessEvery: c.FreshnessEvery, OutDir: c.Out,
+		Steps:    []loadtest.Step{{Rate: c.Rate, Duration: c.Duration}},
+		Progress: func(line string) { fmt.Fprintln(os.Stderr, line) },
+	}
+	if c.Ramp != "" {
+		steps, err := loadtest.ParseSteps(c.Ramp)
+		if err != nil {
+			return err
+		}
+		cfg.Steps = steps
+	}
+	mix, err := loadtest.ParseMix(c.Mix)
+	if err != nil {
+		return err
+	}
+	cfg.Mix = mix
+	if !c.NoCheck {
+		cfg.PostgresURL, cfg.PostgresSchema = c.PostgresURL, c.PostgresSchema
+		cfg.ClickHouseAddr, cfg.ClickHouseDatabase = strings.Join(c.ClickHouseAddr, ","), c.ClickHouseDatabase
+	}
+	res, err := loadtest.Run(ctx, cfg)
+	if res != nil {
+		fmt.Print(res.Summary())
+		fmt.Printf("wrote %s/result.json and %s/report.html\n", c.Out, c.Out)
+	}
+	if err != nil {
+		return err
+	}
+	if !res.Passed {
+		return errors.New("load test failed its checks")
+	}
+	return nil
 }
 
 type dlqCmd struct {

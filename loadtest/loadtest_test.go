@@ -1,0 +1,108 @@
+package loadtest
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSteps(t *testing.T) {
+	steps, err := ParseSteps("1000:30s, 2500.5:1m")
+	if err != nil || len(steps) != 2 || steps[0] != (Step{1000, 30 * time.Second}) || steps[1] != (Step{2500.5, time.Minute}) {
+		t.Fatalf("ParseSteps = %v, %v", steps, err)
+	}
+	for _, bad := range []string{"1000", "0:30s", "-1:30s", "100:0s", "x:1s", "100:fast"} {
+		if _, err := ParseSteps(bad); err == nil {
+			t.Errorf("ParseSteps(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseMix(t *testing.T) {
+	m, err := ParseMix("add=7,invalid=3")
+	if err != nil || m != (Mix{AddProduct: 7, Invalid: 3}) {
+		t.Fatalf("ParseMix = %+v, %v", m, err)
+	}
+	for _, bad := range []string{"add", "add=-1", "explode=3", "add=x"} {
+		if _, err := ParseMix(bad); err == nil {
+			t.Errorf("ParseMix(%q) accepted", bad)
+		}
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	cfg := Config{Steps: []Step{{Rate: 0, Duration: time.Second}}, Connections: -1, Zipf: 0.5, Mix: Mix{AddProduct: -1}}
+	cfg.setDefaults()
+	err := cfg.Validate()
+	for _, want := range []string{"positive rate", "connections", "zipf", "mix"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+}
+
+// The same seed yields the same commands, every aggregate is under the
+// run's prefix, and the mix is honoured.
+func TestGeneratorIsRepeatableAndFollowsTheMix(t *testing.T) {
+	cfg := Config{Mix: Mix{AddProduct: 1, Invalid: 1}, Zipf: 1.3}
+	cfg.setDefaults()
+	a, b := newGenerator(cfg, "ltx-"), newGenerator(cfg, "ltx-")
+	invalid := 0
+	for i := range 2000 {
+		x, invX := a.next()
+		y, _ := b.next()
+		if !bytes.Equal(x, y) {
+			t.Fatalf("command %d differs for the same seed:\n%s\n%s", i, x, y)
+		}
+		if !bytes.Contains(x, []byte(`"aggregate_id":"ltx-cart-`)) {
+			t.Fatalf("command %d is outside the run's prefix: %s", i, x)
+		}
+		if invX {
+			invalid++
+		}
+	}
+	if invalid < 900 || invalid > 1100 {
+		t.Errorf("%d of 2000 invalid, want about half", invalid)
+	}
+}
+
+func TestReadThroughParsesTheProgressGauge(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, `# HELP kappa_projection_commands_through x
+kappa_projection_commands_through{partition="0",projection="postgres"} 41
+kappa_projection_commands_through{partition="3",projection="clickhouse"} 1.2e+06
+kappa_projection_applied_records_total{projection="postgres"} 9
+`)
+	}))
+	defer srv.Close()
+	got := map[string]map[int32]int64{}
+	readThrough(t.Context(), srv.Client(), srv.URL, got)
+	if got["postgres"][0] != 41 || got["clickhouse"][3] != 1_200_000 || len(got) != 2 {
+		t.Fatalf("readThrough = %v", got)
+	}
+}
+
+// Open loop: jobs are due at fixed times from the start, whatever the
+// consumer of the queue does.
+func TestScheduleIsOpenLoop(t *testing.T) {
+	cfg := Config{Steps: []Step{{Rate: 200, Duration: 100 * time.Millisecond}, {Rate: 400, Duration: 50 * time.Millisecond}}, BatchSize: 1, Mix: Mix{AddProduct: 1}}
+	cfg.setDefaults()
+	start := time.Now()
+	jobs := make(chan job, 1000)
+	schedule(t.Context(), cfg, start, newGenerator(cfg, "p-"), jobs)
+	close(jobs)
+	var due []time.Duration
+	for j := range jobs {
+		due = append(due, j.intended.Sub(start))
+	}
+	if len(due) != 40 {
+		t.Fatalf("%d jobs, want 20 + 20", len(due))
+	}
+	if due[1] != 5*time.Millisecond || due[21]-due[20] != 2500*time.Microsecond {
+		t.Errorf("intervals %v and %v, want 5ms then 2.5ms", due[1], due[21]-due[20])
+	}
+}
