@@ -52,6 +52,12 @@ loadtest-ci: stack build ## The short load profile CI runs, with the correctness
 	bash deploy/loadtest.sh --ramp 300:8s,600:8s --connections 16 --out .stack/loadtest-ci
 	bash deploy/loadtest.sh --rate 3000 --duration 10s --batch-size 50 --zipf 1.2 --out .stack/loadtest-ci-batch
 
+BENCH_EVENTS ?= 500000
+.PHONY: bench
+bench: stack build ## Projections and ingest against their baselines, written to docs/BENCHMARKS.md.
+	mkdir -p docs
+	$(STACK_ENV) && ./kappa bench --events $(BENCH_EVENTS) --doc docs/BENCHMARKS.md
+
 .PHONY: check
 check: ## gofmt, go vet and golangci-lint.
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }

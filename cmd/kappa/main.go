@@ -11,13 +11,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/segmentio/encoding/json"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/bench"
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/loadtest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
@@ -81,13 +84,64 @@ type logFlags struct {
 
 type cli struct {
 	logFlags
-	Ingest   ingestCmd   `cmd:"" help:"Serve the HTTP API: command intake, outcomes and lookups."`
-	Process  processCmd  `cmd:"" help:"Run a command processor."`
-	Project  projectCmd  `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
-	Migrate  migrateCmd  `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
-	Dev      devCmd      `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
-	DLQ      dlqCmd      `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
-	Loadtest loadtestCmd `cmd:"" help:"Drive open-loop load through the HTTP API, measure latency and freshness, and check the stores."`
+	Ingest    ingestCmd    `cmd:"" help:"Serve the HTTP API: command intake, outcomes and lookups."`
+	Process   processCmd   `cmd:"" help:"Run a command processor."`
+	Project   projectCmd   `cmd:"" help:"Run a projection into ClickHouse or Postgres."`
+	Migrate   migrateCmd   `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
+	Dev       devCmd       `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
+	DLQ       dlqCmd       `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
+	Loadtest  loadtestCmd  `cmd:"" help:"Drive open-loop load through the HTTP API, measure latency and freshness, and check the stores."`
+	Bench     benchCmd     `cmd:"" help:"Measure the projections and ingest against their baselines (Kafka engine, bare inserts, bare upserts, bare producer)."`
+	BenchCase benchCaseCmd `cmd:"" name:"bench-case" hidden:"" help:"Run one bench case (used by kappa bench)."`
+}
+
+type benchCmd struct {
+	kafkaFlags
+	postgresFlags
+	clickhouseFlags
+	Events int    `default:"500000" help:"Events to project in each case."`
+	Doc    string `help:"Write the results as Markdown to this file."`
+}
+
+func (c *benchCmd) Run(ctx context.Context, _ roles.Config) error {
+	run := "bench" + strconv.FormatInt(time.Now().Unix(), 36)
+	cfg := bench.Config{Brokers: c.Brokers, Events: c.Events, Partitions: c.Partitions, Prefix: run,
+		PostgresURL: c.PostgresURL, PostgresSchema: run, ClickHouseAddr: c.ClickHouseAddr, ClickHouseDatabase: run}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	results, err := bench.Run(ctx, cfg, self, func(line string) { fmt.Fprintln(os.Stderr, line) })
+	if err != nil {
+		return err
+	}
+	md := bench.Markdown(cfg, results, "make bench")
+	fmt.Print(md)
+	if c.Doc != "" {
+		return os.WriteFile(c.Doc, []byte(md), 0o644)
+	}
+	return nil
+}
+
+type benchCaseCmd struct {
+	Case string `arg:"" help:"The case to run."`
+}
+
+func (c *benchCaseCmd) Run(ctx context.Context, _ roles.Config) error {
+	var cfg bench.Config
+	if err := json.Unmarshal([]byte(os.Getenv("KAPPA_BENCH_CONFIG")), &cfg); err != nil {
+		return fmt.Errorf("KAPPA_BENCH_CONFIG: %w", err)
+	}
+	res, err := bench.RunCase(ctx, cfg, c.Case)
+	if err != nil {
+		return err
+	}
+	out, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	fmt.Println(string(out))
+	return nil
 }
 
 type loadtestCmd struct {

@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/topics"
+)
+
+// Measured is one case with its costs.
+type Measured struct {
+	CaseResult
+	RowsPerSecond float64 `json:"rows_per_second"`
+	CPUSeconds    float64 `json:"cpu_seconds"`        // the case's process
+	ServerCPU     float64 `json:"server_cpu_seconds"` // ClickHouse and Postgres servers
+	CPUPerMillion float64 `json:"cpu_seconds_per_million_rows"`
+	Err           string  `json:"error,omitempty"`
+}
+
+// Run prepares the topic, runs every case as `bin bench-case NAME` with the
+// configuration in the environment, and returns the measurements.
+func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]Measured, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := topics.Ensure(ctx, cl, topics.NamesFor(cfg.Prefix), topics.Config{Partitions: cfg.Partitions}); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	cl.Close()
+	progress(fmt.Sprintf("producing %d events into %s", cfg.Events, eventsTopic(cfg)))
+	if err := produceEvents(ctx, cfg); err != nil {
+		return nil, err
+	}
+	encoded, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var results []Measured
+	for _, name := range Cases {
+		progress("running " + name)
+		before := serverCPU()
+		cmd := exec.CommandContext(ctx, bin, "bench-case", name)
+		cmd.Env = append(os.Environ(), "KAPPA_BENCH_CONFIG="+string(encoded))
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		runErr := cmd.Run()
+		m := Measured{ServerCPU: serverCPU() - before}
+		if cmd.ProcessState == nil {
+			return results, fmt.Errorf("start %s: %w", name, runErr)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			m.CPUSeconds = tv(ru.Utime) + tv(ru.Stime)
+		}
+		if runErr != nil {
+			m.Case, m.Err = name, strings.TrimSpace(runErr.Error()+": "+lastLine(errOut.String()))
+		} else if err := json.Unmarshal(out.Bytes(), &m.CaseResult); err != nil {
+			m.Case, m.Err = name, "unreadable result: "+out.String()
+		}
+		if m.Seconds > 0 {
+			m.RowsPerSecond = float64(m.Rows) / m.Seconds
+			m.CPUPerMillion = (m.CPUSeconds + m.ServerCPU) / float64(m.Rows) * 1e6
+		}
+		results = append(results, m)
+		progress(fmt.Sprintf("  %-24s %10.0f rows/s  %6.2f s  cpu %6.2f s + servers %6.2f s  rss %6.1f MiB %s", m.Case, m.RowsPerSecond, m.Seconds, m.CPUSeconds, m.ServerCPU, m.PeakRSSMiB, m.Err))
+	}
+	return results, nil
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// serverCPU sums the CPU seconds of every clickhouse-server and postgres
+// process now running.
+func serverCPU() float64 {
+	entries, _ := os.ReadDir("/proc")
+	ticks := 100.0 // USER_HZ on Linux
+	var total float64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		name := s[open+1 : closing]
+		if !strings.HasPrefix(name, "clickhouse") && name != "postgres" {
+			continue
+		}
+		fields := strings.Fields(s[closing+2:])
+		if len(fields) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseFloat(fields[11], 64)
+		stime, _ := strconv.ParseFloat(fields[12], 64)
+		total += (utime + stime) / ticks
+	}
+	return total
+}
+
+// Markdown renders the results and their ratios to the brief's baselines.
+func Markdown(cfg Config, results []Measured, command string) string {
+	by := map[string]Measured{}
+	for _, m := range results {
+		by[m.Case] = m
+	}
+	ratio := func(a, b string) string {
+		x, y := by[a], by[b]
+		if x.RowsPerSecond == 0 || y.RowsPerSecond == 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2fx", x.RowsPerSecond/y.RowsPerSecond)
+	}
+	var b strings.Builder
+	b.WriteString(`# Benchmarks
+
+Written by ` + "`make bench`" + ` (package bench). Each case runs in its own process on the
+same data; CPU seconds are the case's process (user + system) and, separately,
+every ClickHouse and Postgres server process over the same interval; peak RSS
+is the case's process.
+
+- clickhouse-kappa / postgres-kappa: Kappa's projection runtime and sink from
+  an empty store until every event is applied.
+- clickhouse-bare: the ceiling, the same rows into the same two tables
+  (events, cart_lines) with one clickhouse-go batch per poll.
+- clickhouse-kafka-engine: ClickHouse's Kafka table engine and a materialized
+  view into a MergeTree table, reading the same payloads.
+- postgres-bare: the ceiling the brief names, COPY into a temporary table,
+  then INSERT ... ON CONFLICT with a version guard.
+- ingest-kappa / ingest-bare: the same commands through Kappa's HTTP batch
+  endpoint, and through a bare idempotent acks=all franz-go producer.
+
+`)
+	host, _ := os.Hostname()
+	fmt.Fprintf(&b, "Measured %s on %s: %d CPUs, %s, %s; every server on the same machine.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), host, runtime.NumCPU(), cpuModel(), runtime.Version())
+	fmt.Fprintf(&b, "Reproduce: `%s`\n\n%d events (cart.product_added over 10000 carts), %d partitions.\n\n", command, cfg.Events, cfg.Partitions)
+	b.WriteString("| case | rows/s | seconds | CPU s (process) | CPU s (servers) | CPU s per million rows | peak RSS MiB | note |\n|---|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, m := range results {
+		note := m.Note
+		if m.Err != "" {
+			note = "error: " + m.Err
+		}
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.1f | %s |\n", m.Case, m.RowsPerSecond, m.Seconds, m.CPUSeconds, m.ServerCPU, m.CPUPerMillion, m.PeakRSSMiB, note)
+	}
+	b.WriteString("\n| ratio | measured | target |\n|---|---:|---:|\n")
+	fmt.Fprintf(&b, "| ClickHouse projection / ClickHouse Kafka engine | %s | ≥ 4x |\n", ratio("clickhouse-kappa", "clickhouse-kafka-engine"))
+	fmt.Fprintf(&b, "| ClickHouse projection / bare clickhouse-go insert | %s | ≥ 0.8x |\n", ratio("clickhouse-kappa", "clickhouse-bare"))
+	fmt.Fprintf(&b, "| Postgres projection / bare pgx staged upsert | %s | ≥ 0.8x |\n", ratio("postgres-kappa", "postgres-bare"))
+	fmt.Fprintf(&b, "| ingest (HTTP) / bare franz-go producer | %s | — |\n", ratio("ingest-kappa", "ingest-bare"))
+	return b.String()
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
