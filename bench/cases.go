@@ -28,7 +28,7 @@ import (
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
-// Cases, in the order the orchestrator runs them.
+// Cases lists the cases in the order the orchestrator runs them.
 var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-engine", "postgres-kappa", "postgres-bare", "ingest-kappa", "ingest-bare"}
 
 // RunCase runs one case in this process and reports it with its peak RSS.
@@ -97,7 +97,9 @@ func project(ctx context.Context, cfg Config, name string, sink consumer.Sink, l
 	}
 	elapsed := time.Since(start)
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		return CaseResult{}, fmt.Errorf("projection stopped: %w", err)
+	}
 	return CaseResult{Case: name, Rows: cfg.Events, Seconds: elapsed.Seconds()}, nil
 }
 
