@@ -1,0 +1,44 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+)
+
+// The bench's events look like the processors' output: each cart's
+// versions count 1, 2, 3 in order, and a cart stays on one partition.
+func TestEventsAreLikeTheProcessors(t *testing.T) {
+	cfg := Config{Events: 5000, Partitions: 4, Prefix: "b"}
+	last := map[string]int64{}
+	partition := map[string]int32{}
+	for _, r := range events(cfg) {
+		env, err := kafkaenv.Envelope(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if env.AggregateVersion != last[env.AggregateID]+1 {
+			t.Fatalf("%s: version %d after %d", env.AggregateID, env.AggregateVersion, last[env.AggregateID])
+		}
+		last[env.AggregateID] = env.AggregateVersion
+		if p, ok := partition[env.AggregateID]; ok && p != r.Partition {
+			t.Fatalf("%s on partitions %d and %d", env.AggregateID, p, r.Partition)
+		}
+		partition[env.AggregateID] = r.Partition
+	}
+}
+
+func TestMarkdownStatesRatiosAgainstTargets(t *testing.T) {
+	results := []Measured{
+		{CaseResult: CaseResult{Case: "clickhouse-kappa", Rows: 100}, RowsPerSecond: 90},
+		{CaseResult: CaseResult{Case: "clickhouse-bare", Rows: 100}, RowsPerSecond: 100},
+		{CaseResult: CaseResult{Case: "postgres-kappa"}, Err: "boom"},
+	}
+	md := Markdown(Config{Events: 100, Partitions: 2}, results, "make bench")
+	for _, want := range []string{"| ClickHouse projection / bare clickhouse-go insert | 0.90x | ≥ 0.8x |", "| Postgres projection / bare pgx staged upsert | n/a |", "error: boom"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
