@@ -70,7 +70,7 @@ func (s *Store) Apply(ctx context.Context, batch []schemas.Record) error {
 	if err != nil {
 		return err
 	}
-	q := &pgx.Batch{}
+	fresh := make([]schemas.Record, 0, len(batch))
 	for _, r := range batch {
 		pp := progress[r.Position.Partition]
 		if r.Position.Offset < pp.next {
@@ -81,9 +81,11 @@ func (s *Store) Apply(ctx context.Context, batch []schemas.Record) error {
 			pp.commandsThrough = max(pp.commandsThrough, o.CommandPosition.Offset)
 			pp.commandsAdvanced = true
 		}
-		if err := queueRecord(q, r); err != nil {
-			return fmt.Errorf("map %s at %s/%s: %w", r.Envelope.Type, r.Topic, r.Position, err)
-		}
+		fresh = append(fresh, r)
+	}
+	q, err := queueRecords(fresh)
+	if err != nil {
+		return err
 	}
 	now := time.Now().UTC()
 	for p, pp := range progress {
@@ -132,6 +134,68 @@ func lockPositions(ctx context.Context, tx pgx.Tx, topic string, batch []schemas
 	return progress, rows.Err()
 }
 
+// queueRecords maps records, in order, to the statements that apply them.
+// Work that is per cart rather than per event is done once per batch: the
+// cart rows are created before the events' statements (whose version guards
+// read them), and each cart's total and version are set after them. The
+// guards therefore compare with the version before the batch, which is
+// right: a batch holds each event once, in order.
+func queueRecords(records []schemas.Record) (*pgx.Batch, error) {
+	type touch struct {
+		version int64
+		at      time.Time
+	}
+	touched := map[string]*touch{}
+	var ids, created []string
+	var createdAt []time.Time
+	for _, r := range records {
+		switch r.Payload.(type) {
+		case schemas.CartProductAddedV1, schemas.CartProductRemovedV1, schemas.CartCheckedOutV1:
+		default:
+			continue
+		}
+		id := r.Envelope.AggregateID
+		t, ok := touched[id]
+		if !ok {
+			t = &touch{}
+			touched[id] = t
+			ids = append(ids, id)
+			if _, added := r.Payload.(schemas.CartProductAddedV1); added {
+				created = append(created, id)
+				createdAt = append(createdAt, r.Envelope.Time)
+			}
+		}
+		t.version = max(t.version, r.Envelope.AggregateVersion)
+		if r.Envelope.Time.After(t.at) {
+			t.at = r.Envelope.Time
+		}
+	}
+	q := &pgx.Batch{}
+	if len(created) > 0 {
+		q.Queue(`INSERT INTO carts (id, status, total_cents, version, updated_at)
+			SELECT id, 'open', 0, 0, at FROM unnest($1::text[], $2::timestamptz[]) AS t(id, at)
+			ON CONFLICT (id) DO NOTHING`, created, createdAt)
+	}
+	for _, r := range records {
+		if err := queueRecord(q, r); err != nil {
+			return nil, fmt.Errorf("map %s at %s/%s: %w", r.Envelope.Type, r.Topic, r.Position, err)
+		}
+	}
+	if len(ids) > 0 {
+		versions := make([]int64, len(ids))
+		ats := make([]time.Time, len(ids))
+		for i, id := range ids {
+			versions[i], ats[i] = touched[id].version, touched[id].at
+		}
+		q.Queue(`UPDATE carts c SET
+				total_cents = coalesce((SELECT sum(i.quantity * i.unit_price_cents) FROM cart_items i WHERE i.cart_id = c.id), 0),
+				version = greatest(c.version, t.version), updated_at = greatest(c.updated_at, t.at)
+			FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS t(id, version, at)
+			WHERE c.id = t.id`, ids, versions, ats)
+	}
+	return q, nil
+}
+
 // queueRecord maps one record to the statements that apply it. Each
 // statement on an aggregate is guarded by the aggregate's version, so an
 // event older than the row is a no-op even if positions were lost.
@@ -175,14 +239,11 @@ func queueRecord(q *pgx.Batch, r schemas.Record) error {
 			WHERE id = $1 AND version < $5`,
 			e.AggregateID, p.Title, p.Body, tags, v, e.Time)
 	case schemas.CartProductAddedV1:
-		q.Queue(`INSERT INTO carts (id, status, total_cents, version, updated_at) VALUES ($1, 'open', 0, 0, $2)
-			ON CONFLICT (id) DO NOTHING`, e.AggregateID, e.Time)
 		q.Queue(`INSERT INTO cart_items (cart_id, product_id, quantity, unit_price_cents)
 			SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM carts WHERE id = $1 AND version < $5)
 			ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity,
 				unit_price_cents = EXCLUDED.unit_price_cents`,
 			e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, v)
-		queueCartTotal(q, e, v)
 	case schemas.CartProductRemovedV1:
 		// Delete before decrement: a decremented line must not then match the delete.
 		q.Queue(`DELETE FROM cart_items
@@ -193,7 +254,6 @@ func queueRecord(q *pgx.Batch, r schemas.Record) error {
 			WHERE cart_id = $1 AND product_id = $2 AND quantity > $3
 				AND EXISTS (SELECT 1 FROM carts WHERE id = $1 AND version < $4)`,
 			e.AggregateID, p.ProductID, p.Quantity, v)
-		queueCartTotal(q, e, v)
 	case schemas.CartCheckedOutV1:
 		lines, err := json.Marshal(p.Lines)
 		if err != nil {
@@ -209,15 +269,6 @@ func queueRecord(q *pgx.Batch, r schemas.Record) error {
 		return fmt.Errorf("no mapping for %T", p)
 	}
 	return nil
-}
-
-// queueCartTotal recomputes a cart's total from its items and bumps its
-// version; it runs last, so the version guard of the statements before it
-// still sees the old version.
-func queueCartTotal(q *pgx.Batch, e schemas.Envelope, version int64) {
-	q.Queue(`UPDATE carts SET total_cents = (SELECT coalesce(sum(quantity * unit_price_cents), 0) FROM cart_items WHERE cart_id = $1),
-			version = $2, updated_at = $3
-		WHERE id = $1 AND version < $2`, e.AggregateID, version, e.Time)
 }
 
 func nonNilTags(tags []string) []string {
@@ -243,11 +294,9 @@ func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	q := &pgx.Batch{}
-	for _, r := range batch {
-		if err := queueRecord(q, r); err != nil {
-			return fmt.Errorf("map %s at %s/%s: %w", r.Envelope.Type, r.Topic, r.Position, err)
-		}
+	q, err := queueRecords(batch)
+	if err != nil {
+		return err
 	}
 	if err := tx.SendBatch(ctx, q).Close(); err != nil {
 		return fmt.Errorf("apply %d redriven records: %w", len(batch), err)
