@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -46,8 +46,9 @@ func (f Filter) match(e Entry) bool {
 // nothing is applied or marked.
 func Redrive(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Filter, apply Applier, dryRun bool) ([]Outcome, error) {
 	var outcomes []Outcome
-	for _, agg := range sortedAggregates(book) {
-		entries := book.Open()[agg]
+	open := book.Open()
+	for _, agg := range sortedKeys(open) {
+		entries := open[agg]
 		var ready []Entry
 		var records []schemas.Record
 		for _, e := range entries {
@@ -89,8 +90,9 @@ func Discard(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 		return nil, errors.New("discard needs an aggregate or a position")
 	}
 	var chosen []Entry
-	for _, agg := range sortedAggregates(book) {
-		for _, e := range book.Open()[agg] {
+	open := book.Open()
+	for _, agg := range sortedKeys(open) {
+		for _, e := range open[agg] {
 			if f.match(e) {
 				chosen = append(chosen, e)
 			}
@@ -125,12 +127,6 @@ func mark(ctx context.Context, cl *kgo.Client, topic string, entries []Entry, ac
 	return nil
 }
 
-func sortedAggregates(book *Book) []string {
-	open := book.Open()
-	aggs := make([]string, 0, len(open))
-	for a := range open {
-		aggs = append(aggs, a)
-	}
-	sort.Strings(aggs)
-	return slices.Clip(aggs)
+func sortedKeys(open map[string][]Entry) []string {
+	return slices.Sorted(maps.Keys(open))
 }

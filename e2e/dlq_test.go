@@ -38,16 +38,6 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	}
 	defer reads.Close()
 
-	add := func(cart, product string) commandView {
-		t.Helper()
-		body, _ := json.Marshal(command{Type: "cart.add_product", AggregateID: cart, Data: map[string]any{"product_id": product, "quantity": 1, "unit_price_cents": 10}})
-		status, out := sys.do(t, http.MethodPost, "/v1/commands", "application/json", body, map[string]string{"Prefer": "wait=20"})
-		var v commandView
-		if status != http.StatusOK || json.Unmarshal(out, &v) != nil {
-			t.Fatalf("add %s to %s: %d %s", product, cart, status, out)
-		}
-		return v
-	}
 	cartVersion := func(id string) int64 {
 		c, err := reads.Cart(t.Context(), id)
 		if err != nil {
@@ -56,13 +46,13 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 		return c.Version
 	}
 
-	add("dlq-a", "p1")
+	sys.addProduct(t, "dlq-a", "p1")
 	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 1 })
 
 	// Poison for dlq-a: a schema version no build understands.
 	poison := schemas.Envelope{ID: "poison-dlq-a", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 99,
 		AggregateID: "dlq-a", AggregateVersion: 2, Data: []byte(`{}`)}
-	second := add("dlq-a", "p1") // its position names dlq-a's partition
+	second := sys.addProduct(t, "dlq-a", "p1") // its position names dlq-a's partition
 	pos, err := schemas.ParsePosition(second.Position)
 	if err != nil {
 		t.Fatal(err)
@@ -77,8 +67,8 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	if err := manual.ProduceSync(t.Context(), rec).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	add("dlq-a", "p2") // must wait behind the poison
-	add("dlq-b", "p1") // must flow
+	sys.addProduct(t, "dlq-a", "p2") // must wait behind the poison
+	sys.addProduct(t, "dlq-b", "p1") // must flow
 	sys.eventually(t, func() bool { return cartVersion("dlq-b") == 1 })
 
 	for _, projection := range roles.Projections {
@@ -122,7 +112,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	}
 
 	// The aggregate flows again, after what was redriven.
-	add("dlq-a", "p3")
+	sys.addProduct(t, "dlq-a", "p3")
 	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 4 })
 	cart, err := reads.Cart(t.Context(), "dlq-a")
 	if err != nil {
@@ -163,16 +153,6 @@ func TestConstraintViolationIsParked(t *testing.T) {
 	}
 	defer reads.Close()
 
-	add := func(cart string) commandView {
-		t.Helper()
-		body, _ := json.Marshal(command{Type: "cart.add_product", AggregateID: cart, Data: map[string]any{"product_id": "p1", "quantity": 1, "unit_price_cents": 10}})
-		status, out := sys.do(t, http.MethodPost, "/v1/commands", "application/json", body, map[string]string{"Prefer": "wait=20"})
-		var v commandView
-		if status != http.StatusOK || json.Unmarshal(out, &v) != nil {
-			t.Fatalf("add to %s: %d %s", cart, status, out)
-		}
-		return v
-	}
 	// Quantity 0 decodes, but cart_items has CHECK (quantity > 0).
 	bad := schemas.Envelope{ID: "bad-quantity", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 1,
 		AggregateID: "cv-x", AggregateVersion: 1, Data: []byte(`{"product_id":"p0","quantity":0,"unit_price_cents":10}`)}
@@ -184,8 +164,8 @@ func TestConstraintViolationIsParked(t *testing.T) {
 	if err := manual.ProduceSync(t.Context(), kafkaenv.Record(sys.cfg.Topics().Events, 0, bad)).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	add("cv-x") // waits behind the refused event in Postgres
-	add("cv-y") // flows
+	sys.addProduct(t, "cv-x", "p1") // waits behind the refused event in Postgres
+	sys.addProduct(t, "cv-y", "p1") // flows
 	sys.eventually(t, func() bool { c, err := reads.Cart(t.Context(), "cv-y"); return err == nil && c.Version == 1 })
 
 	var pgBook, chBook *deadletter.Book
@@ -217,4 +197,17 @@ func TestConstraintViolationIsParked(t *testing.T) {
 	if open, _, _, _ := chBook.Counts(); open != 0 {
 		t.Errorf("ClickHouse parked %d records; it accepts them all", open)
 	}
+}
+
+// addProduct adds one unit of a product to a cart and waits for the
+// decision, which must be an acceptance.
+func (s *system) addProduct(t *testing.T, cart, product string) commandView {
+	t.Helper()
+	body, _ := json.Marshal(command{Type: "cart.add_product", AggregateID: cart, Data: map[string]any{"product_id": product, "quantity": 1, "unit_price_cents": 10}})
+	status, out := s.do(t, http.MethodPost, "/v1/commands", "application/json", body, map[string]string{"Prefer": "wait=20"})
+	var v commandView
+	if status != http.StatusOK || json.Unmarshal(out, &v) != nil {
+		t.Fatalf("add %s to %s: %d %s", product, cart, status, out)
+	}
+	return v
 }

@@ -174,7 +174,7 @@ func (c *cluster) check(t *testing.T, acked map[string]bool, timeout time.Durati
 	ctx := t.Context()
 	brokers := kappatest.Brokers(t)
 	names := topics.NamesFor(c.topics)
-	pg, err := pgx.Connect(ctx, strings.Replace(c.pgURL, c.pgProxy.addr(), strings.SplitN(strings.SplitN(c.pgURL, "@", 2)[1], "/", 2)[0], 1))
+	pg, err := pgx.Connect(ctx, c.pgDirect)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package faults_test
 
 import (
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"testing"
@@ -95,10 +93,7 @@ func (p *proxy) pipe(dst, src net.Conn) {
 			}
 		}
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				return
-			}
-			return
+			return // EOF or a closed connection: either way this direction is done
 		}
 	}
 }

@@ -12,6 +12,7 @@ package faults_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -70,7 +71,8 @@ type cluster struct {
 	topics   string
 	database string
 	schema   string
-	pgURL    string
+	pgURL    string // through the proxy, for the roles
+	pgDirect string // straight to Postgres, for the oracle
 	opsAddr  string // clickhouse-0's /readyz
 }
 
@@ -244,6 +246,7 @@ func newCluster(t *testing.T, bin, name string) *cluster {
 	pgHost := strings.SplitN(strings.SplitN(pg.URL, "@", 2)[1], "/", 2)[0]
 	c.pgProxy = newProxy(t, pgHost)
 	c.pgURL = strings.Replace(pg.URL, pgHost, c.pgProxy.addr(), 1)
+	c.pgDirect = pg.URL
 	c.ingest = "127.0.0.1:" + freePort(t)
 	c.baseEnv = []string{
 		"KAPPA_KAFKA_BROKERS=" + brokers, "KAPPA_TOPIC_PREFIX=" + c.topics, "KAPPA_GROUP_PREFIX=" + c.topics,
@@ -294,9 +297,12 @@ func newCluster(t *testing.T, bin, name string) *cluster {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	p := newProxy(t, "127.0.0.1:1")
-	addr := p.addr()
-	_ = p.ln.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
 	return addr[strings.LastIndex(addr, ":")+1:]
 }
 

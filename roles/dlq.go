@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"text/tabwriter"
 	"time"
@@ -33,8 +34,9 @@ func DLQList(ctx context.Context, cfg Config, projection string, w io.Writer) er
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DLQ POSITION\tAGGREGATE\tORIGIN\tTYPE\tREASON")
-	for _, agg := range sortedKeys(book.Open()) {
-		for _, e := range book.Open()[agg] {
+	entries := book.Open()
+	for _, agg := range slices.Sorted(maps.Keys(entries)) {
+		for _, e := range entries[agg] {
 			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\n", e.Position, e.AggregateID, e.OriginTopic, e.Origin, headerOf(e.Record, schemas.HeaderType), e.Reason)
 		}
 	}
@@ -146,13 +148,4 @@ func headerOf(r *kgo.Record, key string) string {
 		}
 	}
 	return "-"
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

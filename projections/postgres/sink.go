@@ -46,10 +46,9 @@ func (s *Store) Resume(ctx context.Context, topic string, partitions []int32) (m
 }
 
 type partitionProgress struct {
-	next             int64 // next offset to apply, from the table
-	seen             int64 // highest offset in this batch, -1 if none
-	commandsThrough  int64
-	commandsAdvanced bool
+	next            int64 // next offset to apply, from the table
+	seen            int64 // highest offset in this batch, -1 if none
+	commandsThrough int64
 }
 
 // Apply writes a batch and its positions in one transaction. The position
@@ -79,7 +78,6 @@ func (s *Store) Apply(ctx context.Context, batch []schemas.Record) error {
 		pp.seen = max(pp.seen, r.Position.Offset)
 		if o, ok := r.Payload.(schemas.Outcome); ok {
 			pp.commandsThrough = max(pp.commandsThrough, o.CommandPosition.Offset)
-			pp.commandsAdvanced = true
 		}
 		fresh = append(fresh, r)
 	}
