@@ -96,9 +96,9 @@ func Ensure(ctx context.Context, cl *kgo.Client, names Names, cfg Config) (int32
 }
 
 func checkCoPartitioned(ctx context.Context, adm *kadm.Client, names ...string) (int32, error) {
-	details, err := adm.ListTopics(ctx, names...)
+	details, err := describe(ctx, adm, names)
 	if err != nil {
-		return 0, fmt.Errorf("describe topics: %w", err)
+		return 0, err
 	}
 	var want int32
 	for _, name := range names {
@@ -115,4 +115,33 @@ func checkCoPartitioned(ctx context.Context, adm *kadm.Client, names ...string) 
 		}
 	}
 	return want, nil
+}
+
+// describe lists the topics, waiting (up to 30s) while the broker's
+// metadata does not know a topic just created: a new topic reaches the
+// metadata cache a moment after CreateTopics answers.
+func describe(ctx context.Context, adm *kadm.Client, names []string) (kadm.TopicDetails, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		if err != nil {
+			return nil, fmt.Errorf("describe topics: %w", err)
+		}
+		unknown := false
+		for _, name := range names {
+			if d, ok := details[name]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+				unknown = true
+			}
+		}
+		if !unknown || time.Now().After(deadline) {
+			return details, nil
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
