@@ -477,7 +477,7 @@ func (c *cluster) checkPostgres(ctx context.Context, r *report, pg *pgx.Conn, lc
 		sql    string
 		render func(pgx.CollectableRow) (string, string, error)
 	}{
-		{"SELECT id, status, coalesce(customer_id, ''), total_cents, version FROM carts", func(row pgx.CollectableRow) (string, string, error) {
+		{"SELECT id, status, coalesce(customer_id, ''), coalesce(total_cents, 0), version FROM carts LEFT JOIN cart_totals ON cart_id = id", func(row pgx.CollectableRow) (string, string, error) {
 			var id, status, customer string
 			var total, version int64
 			err := row.Scan(&id, &status, &customer, &total, &version)

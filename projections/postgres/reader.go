@@ -70,8 +70,8 @@ func (s *Store) Article(ctx context.Context, id string) (Article, error) {
 // Cart looks a cart and its items up by id.
 func (s *Store) Cart(ctx context.Context, id string) (Cart, error) {
 	c := Cart{ID: id, Items: []CartItem{}}
-	err := s.pool.QueryRow(ctx, `SELECT status, customer_id, total_cents, version, updated_at FROM carts WHERE id = $1`, id).
-		Scan(&c.Status, &c.CustomerID, &c.TotalCents, &c.Version, &c.UpdatedAt)
+	err := s.pool.QueryRow(ctx, `SELECT status, customer_id, version, updated_at FROM carts WHERE id = $1`, id).
+		Scan(&c.Status, &c.CustomerID, &c.Version, &c.UpdatedAt)
 	if err := lookupErr("cart", id, err); err != nil {
 		return c, err
 	}
@@ -84,6 +84,9 @@ func (s *Store) Cart(ctx context.Context, id string) (Cart, error) {
 		err := row.Scan(&it.ProductID, &it.Quantity, &it.UnitPriceCents)
 		return it, err
 	})
+	for _, it := range c.Items {
+		c.TotalCents += it.Quantity * it.UnitPriceCents
+	}
 	return c, err
 }
 

@@ -14,10 +14,13 @@ import (
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
-// Permanent reports errors caused by the records themselves: Postgres
-// data exceptions (SQLSTATE class 22) and integrity constraint violations
-// (class 23). Retrying them cannot help; the consumer parks the record.
+// Permanent reports errors caused by the records themselves: events the
+// read models cannot hold, Postgres data exceptions (SQLSTATE class 22) and
+// integrity constraint violations (class 23). Retrying them cannot help; the consumer parks the record.
 func (s *Store) Permanent(err error) bool {
+	if errors.As(err, new(refusedEvent)) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return false
@@ -81,7 +84,7 @@ func (s *Store) Apply(ctx context.Context, batch []schemas.Record) error {
 		}
 		fresh = append(fresh, r)
 	}
-	q, err := queueRecords(fresh)
+	q, err := planRecords(ctx, tx, fresh)
 	if err != nil {
 		return err
 	}
@@ -132,94 +135,149 @@ func lockPositions(ctx context.Context, tx pgx.Tx, topic string, batch []schemas
 	return progress, rows.Err()
 }
 
+// outcomeRows are command outcomes as the columns one INSERT unnests.
+type outcomeRows struct {
+	ids, types, aggregates, statuses, events []string
+	codes, details                           []*string
+	partitions                               []int32
+	offsets                                  []int64
+	decidedAt                                []time.Time
+}
+
+func (o *outcomeRows) add(e schemas.Envelope, p schemas.Outcome) error {
+	events, err := json.Marshal(nonNilRefs(p.Events))
+	if err != nil {
+		return err
+	}
+	var code, detail *string
+	if p.Rejection != nil {
+		code, detail = &p.Rejection.Code, &p.Rejection.Detail
+	}
+	o.ids, o.types, o.aggregates = append(o.ids, p.CommandID), append(o.types, p.CommandType), append(o.aggregates, p.AggregateID)
+	o.statuses, o.events = append(o.statuses, p.Status), append(o.events, string(events))
+	o.codes, o.details = append(o.codes, code), append(o.details, detail)
+	o.partitions, o.offsets = append(o.partitions, p.CommandPosition.Partition), append(o.offsets, p.CommandPosition.Offset)
+	o.decidedAt = append(o.decidedAt, e.Time)
+	return nil
+}
+
+// planRecords locks what records touch and maps them to statements.
+func planRecords(ctx context.Context, tx pgx.Tx, records []schemas.Record) (*pgx.Batch, error) {
+	cartVersions, err := lockCarts(ctx, tx, records)
+	if err != nil {
+		return nil, err
+	}
+	return queueRecords(records, cartVersions)
+}
+
 // queueRecords maps records, in order, to the statements that apply them.
-// Work that is per cart rather than per event is done once per batch: the
-// cart rows are created before the events' statements (whose version guards
-// read them), and each cart's total and version are set after them. The
-// guards therefore compare with the version before the batch, which is
-// right: a batch holds each event once, in order.
-func queueRecords(records []schemas.Record) (*pgx.Batch, error) {
-	type touch struct {
-		version int64
-		at      time.Time
-	}
-	touched := map[string]*touch{}
-	var ids, created []string
-	var createdAt []time.Time
+// Cart events at or below the cart's version before the batch were applied
+// already and are skipped, so an event older than the row is a no-op even
+// if positions were lost. The rest is folded into a fixed number of
+// set-based statements (two for lines, one for carts, one for orders, one
+// for command outcomes), so the statement count does not grow with the batch;
+// only article events, which are rare, get a statement each.
+func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx.Batch, error) {
+	var (
+		carts    cartsTouched
+		lines    lineChanges
+		orders   orderRows
+		outcomes outcomeRows
+		q        = &pgx.Batch{}
+	)
 	for _, r := range records {
-		switch r.Payload.(type) {
-		case schemas.CartProductAddedV1, schemas.CartProductRemovedV1, schemas.CartCheckedOutV1:
-		default:
-			continue
-		}
-		id := r.Envelope.AggregateID
-		t, ok := touched[id]
-		if !ok {
-			t = &touch{}
-			touched[id] = t
-			ids = append(ids, id)
-			if _, added := r.Payload.(schemas.CartProductAddedV1); added {
-				created = append(created, id)
-				createdAt = append(createdAt, r.Envelope.Time)
+		e := r.Envelope
+		if isCartEvent(r.Payload) {
+			if e.AggregateVersion <= cartVersions[e.AggregateID] {
+				continue
 			}
+			carts.touch(e)
 		}
-		t.version = max(t.version, r.Envelope.AggregateVersion)
-		if r.Envelope.Time.After(t.at) {
-			t.at = r.Envelope.Time
+		var err error
+		switch p := r.Payload.(type) {
+		case nil:
+			// Parked in the dead-letter topic; only its position counts.
+		case schemas.Outcome:
+			if p.CommandID != "" {
+				err = outcomes.add(e, p)
+			}
+		case schemas.CartProductAddedV1:
+			if p.Quantity <= 0 || p.UnitPriceCents < 0 {
+				err = refusedEvent(fmt.Sprintf("quantity %d and unit price %d: a line holds a positive quantity at a price of 0 or more", p.Quantity, p.UnitPriceCents))
+			}
+			lines.add(lineKey{e.AggregateID, p.ProductID}, added(p.Quantity, p.UnitPriceCents))
+		case schemas.CartProductRemovedV1:
+			if p.Quantity <= 0 {
+				err = refusedEvent(fmt.Sprintf("quantity %d: a removal takes a positive quantity", p.Quantity))
+			}
+			lines.add(lineKey{e.AggregateID, p.ProductID}, removed(p.Quantity))
+		case schemas.CartCheckedOutV1:
+			carts.checkedOut(e.AggregateID, p.CustomerID)
+			err = orders.add(e, p)
+		default:
+			err = queueArticleEvent(q, r)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("map %s at %s/%s: %w", e.Type, r.Topic, r.Position, err)
 		}
 	}
-	q := &pgx.Batch{}
-	if len(created) > 0 {
-		q.Queue(`INSERT INTO carts (id, status, total_cents, version, updated_at)
-			SELECT id, 'open', 0, 0, at FROM unnest($1::text[], $2::timestamptz[]) AS t(id, at)
-			ON CONFLICT (id) DO NOTHING`, created, createdAt)
+	growing, other := lines.split()
+	if len(growing.carts) > 0 {
+		q.Queue(growLines, growing.carts, growing.products, growing.deltas, growing.prices)
 	}
-	for _, r := range records {
-		if err := queueRecord(q, r); err != nil {
-			return nil, fmt.Errorf("map %s at %s/%s: %w", r.Envelope.Type, r.Topic, r.Position, err)
-		}
+	if len(other.carts) > 0 {
+		q.Queue(changeLines, other.carts, other.products, other.deltas, other.floors, other.prices)
 	}
-	if len(ids) > 0 {
-		versions := make([]int64, len(ids))
-		ats := make([]time.Time, len(ids))
-		for i, id := range ids {
-			versions[i], ats[i] = touched[id].version, touched[id].at
-		}
-		q.Queue(`UPDATE carts c SET
-				total_cents = coalesce((SELECT sum(i.quantity * i.unit_price_cents) FROM cart_items i WHERE i.cart_id = c.id), 0),
-				version = greatest(c.version, t.version), updated_at = greatest(c.updated_at, t.at)
-			FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS t(id, version, at)
-			WHERE c.id = t.id`, ids, versions, ats)
+	if len(carts.ids) > 0 {
+		versions, at, customers := carts.columns()
+		q.Queue(updateCarts, carts.ids, versions, at, customers)
+	}
+	if o := orders; len(o.ids) > 0 {
+		q.Queue(`INSERT INTO orders (id, cart_id, customer_id, total_cents, lines, placed_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::timestamptz[])
+			ON CONFLICT (id) DO NOTHING`, o.ids, o.carts, o.customers, o.totals, o.lines, o.placedAt)
+	}
+	if o := outcomes; len(o.ids) > 0 {
+		q.Queue(`INSERT INTO command_outcomes (command_id, command_type, aggregate_id, status, rejection_code, rejection_detail,
+				events, command_partition, command_offset, decided_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::integer[],
+				$9::bigint[], $10::timestamptz[])
+			ON CONFLICT (command_id) DO NOTHING`,
+			o.ids, o.types, o.aggregates, o.statuses, o.codes, o.details, o.events, o.partitions, o.offsets, o.decidedAt)
 	}
 	return q, nil
 }
 
-// queueRecord maps one record to the statements that apply it. Each
-// statement on an aggregate is guarded by the aggregate's version, so an
-// event older than the row is a no-op even if positions were lost.
-func queueRecord(q *pgx.Batch, r schemas.Record) error {
+// refusedEvent is an event the read models cannot hold. Folded events no
+// longer meet cart_items' CHECK constraints one by one, so the fold checks
+// what those constraints would have refused.
+type refusedEvent string
+
+func (e refusedEvent) Error() string { return "refused: " + string(e) }
+
+// orderRows are the orders checkouts place, as the columns one INSERT unnests.
+type orderRows struct {
+	ids, carts, customers, lines []string
+	totals                       []int64
+	placedAt                     []time.Time
+}
+
+func (o *orderRows) add(e schemas.Envelope, p schemas.CartCheckedOutV1) error {
+	lines, err := json.Marshal(p.Lines)
+	if err != nil {
+		return err
+	}
+	o.ids, o.carts, o.customers = append(o.ids, p.OrderID), append(o.carts, e.AggregateID), append(o.customers, p.CustomerID)
+	o.lines, o.totals, o.placedAt = append(o.lines, string(lines)), append(o.totals, p.TotalCents), append(o.placedAt, e.Time)
+	return nil
+}
+
+// queueArticleEvent queues the statement of an article event, guarded by
+// the article's version.
+func queueArticleEvent(q *pgx.Batch, r schemas.Record) error {
 	e := r.Envelope
 	v := e.AggregateVersion
 	switch p := r.Payload.(type) {
-	case nil:
-		// Parked in the dead-letter topic; only its position counts.
-	case schemas.Outcome:
-		if p.CommandID == "" {
-			return nil
-		}
-		events, err := json.Marshal(nonNilRefs(p.Events))
-		if err != nil {
-			return err
-		}
-		var code, detail *string
-		if p.Rejection != nil {
-			code, detail = &p.Rejection.Code, &p.Rejection.Detail
-		}
-		q.Queue(`INSERT INTO command_outcomes (command_id, command_type, aggregate_id, status, rejection_code, rejection_detail,
-				events, command_partition, command_offset, decided_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (command_id) DO NOTHING`,
-			p.CommandID, p.CommandType, p.AggregateID, p.Status, code, detail, string(events),
-			p.CommandPosition.Partition, p.CommandPosition.Offset, e.Time)
 	case schemas.ArticlePublishedV1:
 		q.Queue(`INSERT INTO articles (id, author_id, title, body, tags, version, published_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
@@ -236,33 +294,6 @@ func queueRecord(q *pgx.Batch, r schemas.Record) error {
 				version = $5, updated_at = $6
 			WHERE id = $1 AND version < $5`,
 			e.AggregateID, p.Title, p.Body, tags, v, e.Time)
-	case schemas.CartProductAddedV1:
-		q.Queue(`INSERT INTO cart_items (cart_id, product_id, quantity, unit_price_cents)
-			SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM carts WHERE id = $1 AND version < $5)
-			ON CONFLICT (cart_id, product_id) DO UPDATE SET quantity = cart_items.quantity + EXCLUDED.quantity,
-				unit_price_cents = EXCLUDED.unit_price_cents`,
-			e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, v)
-	case schemas.CartProductRemovedV1:
-		// Delete before decrement: a decremented line must not then match the delete.
-		q.Queue(`DELETE FROM cart_items
-			WHERE cart_id = $1 AND product_id = $2 AND quantity <= $3
-				AND EXISTS (SELECT 1 FROM carts WHERE id = $1 AND version < $4)`,
-			e.AggregateID, p.ProductID, p.Quantity, v)
-		q.Queue(`UPDATE cart_items SET quantity = quantity - $3
-			WHERE cart_id = $1 AND product_id = $2 AND quantity > $3
-				AND EXISTS (SELECT 1 FROM carts WHERE id = $1 AND version < $4)`,
-			e.AggregateID, p.ProductID, p.Quantity, v)
-	case schemas.CartCheckedOutV1:
-		lines, err := json.Marshal(p.Lines)
-		if err != nil {
-			return err
-		}
-		q.Queue(`INSERT INTO orders (id, cart_id, customer_id, total_cents, lines, placed_at)
-			SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM carts WHERE id = $2 AND version < $7)
-			ON CONFLICT (id) DO NOTHING`,
-			p.OrderID, e.AggregateID, p.CustomerID, p.TotalCents, string(lines), e.Time, v)
-		q.Queue(`UPDATE carts SET status = 'checked_out', customer_id = $2, version = $3, updated_at = $4
-			WHERE id = $1 AND version < $3`, e.AggregateID, p.CustomerID, v, e.Time)
 	default:
 		return fmt.Errorf("no mapping for %T", p)
 	}
@@ -292,7 +323,7 @@ func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after Commit
-	q, err := queueRecords(batch)
+	q, err := planRecords(ctx, tx, batch)
 	if err != nil {
 		return err
 	}

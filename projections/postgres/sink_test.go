@@ -190,3 +190,25 @@ func TestWaitAppliedFollowsOutcomes(t *testing.T) {
 		t.Fatalf("position beyond the projection: got %v, want ErrNotCaughtUp", err)
 	}
 }
+
+// TestEventsTheReadModelsCannotHoldAreRefused checks that the fold refuses
+// what cart_items' constraints refused before events were folded, as a
+// permanent error, and writes nothing.
+func TestEventsTheReadModelsCannotHoldAreRefused(t *testing.T) {
+	s := open(t, kappatest.Postgres(t))
+	for _, payload := range []any{
+		schemas.CartProductAddedV1{ProductID: "p1", Quantity: 0, UnitPriceCents: 10},
+		schemas.CartProductAddedV1{ProductID: "p1", Quantity: 1, UnitPriceCents: -1},
+		schemas.CartProductRemovedV1{ProductID: "p1", Quantity: -2},
+	} {
+		st := kappatest.NewStream("events")
+		st.Command(0, "c1", payload)
+		err := s.Apply(t.Context(), st.Records)
+		if err == nil || !s.Permanent(err) {
+			t.Errorf("%+v: got %v, want a permanent error", payload, err)
+		}
+		if _, err := s.Cart(t.Context(), "c1"); !errors.Is(err, postgres.ErrNotFound) {
+			t.Errorf("%+v: the cart was written: %v", payload, err)
+		}
+	}
+}
