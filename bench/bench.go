@@ -34,6 +34,17 @@ type Config struct {
 	ClickHouseAddr     []string `json:"clickhouse_addr"`
 	ClickHouseDatabase string   `json:"clickhouse_database"`
 	PostgresSchema     string   `json:"postgres_schema"`
+	// Only runs these cases; all of Cases when empty.
+	Only []string `json:"only,omitempty"`
+	// ProfileDir, when set, receives a CPU and a heap profile per case.
+	ProfileDir string `json:"profile_dir,omitempty"`
+}
+
+func (c Config) cases() []string {
+	if len(c.Only) == 0 {
+		return Cases
+	}
+	return c.Only
 }
 
 // CaseResult is what a case process reports on stdout.

@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,9 +36,40 @@ var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-en
 
 // RunCase runs one case in this process and reports it with its peak RSS.
 func RunCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
+	if cfg.ProfileDir != "" {
+		stop, err := startProfiles(cfg.ProfileDir, name)
+		if err != nil {
+			return CaseResult{}, err
+		}
+		defer stop()
+	}
 	res, err := runCase(ctx, cfg, name)
 	res.PeakRSSMiB = peakRSS()
 	return res, err
+}
+
+// startProfiles profiles the CPU of a case and, when stopped, writes the
+// heap profile next to it.
+func startProfiles(dir, name string) (stop func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	cpu, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(cpu); err != nil {
+		_ = cpu.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = cpu.Close()
+		if heap, err := os.Create(filepath.Join(dir, name+".heap.pprof")); err == nil {
+			_ = pprof.Lookup("allocs").WriteTo(heap, 0)
+			_ = heap.Close()
+		}
+	}, nil
 }
 
 func runCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,9 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/topics"
 )
 
@@ -36,11 +40,15 @@ func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]
 	if err != nil {
 		return nil, err
 	}
-	if _, err := topics.Ensure(ctx, cl, topics.NamesFor(cfg.Prefix), topics.Config{Partitions: cfg.Partitions}); err != nil {
-		cl.Close()
+	names := topics.NamesFor(cfg.Prefix)
+	defer cl.Close()
+	if _, err := topics.Ensure(ctx, cl, names, topics.Config{Partitions: cfg.Partitions}); err != nil {
 		return nil, err
 	}
-	cl.Close()
+	defer func() {
+		// The bench's topics are of no use after the run; the broker's disk is.
+		_, _ = kadm.NewClient(cl).DeleteTopics(context.WithoutCancel(ctx), names.Commands, names.Events, names.Outcomes, names.EventsDeadLetter)
+	}()
 	progress(fmt.Sprintf("producing %d events into %s", cfg.Events, eventsTopic(cfg)))
 	if err := produceEvents(ctx, cfg); err != nil {
 		return nil, err
@@ -50,7 +58,7 @@ func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]
 		return nil, err
 	}
 	var results []Measured
-	for _, name := range Cases {
+	for _, name := range cfg.cases() {
 		progress("running " + name)
 		before := serverCPU()
 		cmd := exec.CommandContext(ctx, bin, "bench-case", name)
@@ -75,6 +83,9 @@ func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]
 			m.CPUPerMillion = (m.CPUSeconds + m.ServerCPU) / float64(m.Rows) * 1e6
 		}
 		results = append(results, m)
+		if err := dropCaseData(ctx, cfg); err != nil {
+			return results, fmt.Errorf("drop what %s wrote: %w", name, err)
+		}
 		progress(fmt.Sprintf("  %-24s %10.0f rows/s  %6.2f s  cpu %6.2f s + servers %6.2f s  rss %6.1f MiB %s", m.Case, m.RowsPerSecond, m.Seconds, m.CPUSeconds, m.ServerCPU, m.PeakRSSMiB, m.Err))
 	}
 	return results, nil
@@ -111,12 +122,16 @@ func serverCPU() float64 {
 			continue
 		}
 		fields := strings.Fields(s[closing+2:])
-		if len(fields) < 13 {
+		if len(fields) < 15 {
 			continue
 		}
-		utime, _ := strconv.ParseFloat(fields[11], 64)
-		stime, _ := strconv.ParseFloat(fields[12], 64)
-		total += (utime + stime) / ticks
+		// utime, stime, and cutime, cstime: a Postgres backend that exits
+		// (the case's connections close when it ends) is counted by the
+		// postmaster that reaps it.
+		for _, f := range fields[11:15] {
+			t, _ := strconv.ParseFloat(f, 64)
+			total += t / ticks
+		}
 	}
 	return total
 }
@@ -185,4 +200,30 @@ func cpuModel() string {
 		}
 	}
 	return "unknown CPU"
+}
+
+// dropCaseData removes what the cases wrote to the stores, so that one
+// case's tables (and the servers' background work on them: autovacuum,
+// merges) do not weigh on the next case or on later runs.
+func dropCaseData(ctx context.Context, cfg Config) error {
+	var errs []error
+	pg, err := pgx.Connect(ctx, cfg.PostgresURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pg.Close(context.WithoutCancel(ctx)) }()
+	ch, err := clickhouse.Open(ctx, clickhouse.Config{Addr: cfg.ClickHouseAddr, Database: "default"})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ch.Close() }()
+	for _, suffix := range []string{"_kappa", "_bare", "_engine", "_ingest"} {
+		if _, err := pg.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{cfg.PostgresSchema + suffix}.Sanitize()+" CASCADE"); err != nil {
+			errs = append(errs, err)
+		}
+		if err := ch.Conn().Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.ClickHouseDatabase+suffix); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

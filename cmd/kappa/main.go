@@ -99,14 +99,16 @@ type benchCmd struct {
 	kafkaFlags
 	postgresFlags
 	clickhouseFlags
-	Events int    `default:"500000" help:"Events to project in each case."`
-	Doc    string `help:"Write the results as Markdown to this file."`
+	Events   int      `default:"500000" help:"Events to project in each case."`
+	Doc      string   `help:"Write the results as Markdown to this file."`
+	Profiles string   `help:"Write a CPU and an allocation profile of each case into this directory (go tool pprof)." type:"path"`
+	Cases    []string `help:"Run only these cases (comma-separated); all by default." enum:"clickhouse-kappa,clickhouse-bare,clickhouse-kafka-engine,postgres-kappa,postgres-bare,ingest-kappa,ingest-bare"`
 }
 
 func (c *benchCmd) Run(ctx context.Context, _ roles.Config) error {
 	run := "bench" + strconv.FormatInt(time.Now().Unix(), 36)
 	cfg := bench.Config{Brokers: c.Brokers, Events: c.Events, Partitions: c.Partitions, Prefix: run,
-		PostgresURL: c.PostgresURL, PostgresSchema: run, ClickHouseAddr: c.ClickHouseAddr, ClickHouseDatabase: run}
+		PostgresURL: c.PostgresURL, PostgresSchema: run, ClickHouseAddr: c.ClickHouseAddr, ClickHouseDatabase: run, Only: c.Cases, ProfileDir: c.Profiles}
 	self, err := os.Executable()
 	if err != nil {
 		return err
