@@ -13,7 +13,7 @@ LOGS="$ROOT/.stack/loadtest-logs/$RUN"
 mkdir -p "$LOGS"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN"
 export KAPPA_PARTITIONS="${KAPPA_PARTITIONS:-6}" KAPPA_LOG_LEVEL=warn
-HTTP=127.0.0.1:18080 OPS_CH=127.0.0.1:19191 OPS_PG=127.0.0.1:19192
+HTTP=127.0.0.1:18080 OPS_CH=127.0.0.1:19191 OPS_PG=127.0.0.1:19192 OPS_PROC=127.0.0.1:19193
 
 pids=()
 cleanup() {
@@ -23,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 ./kappa migrate >"$LOGS/migrate.log" 2>&1
-./kappa process >"$LOGS/process.log" 2>&1 & pids+=($!)
+KAPPA_OPS_ADDR=$OPS_PROC ./kappa process >"$LOGS/process.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_CH ./kappa project clickhouse >"$LOGS/clickhouse.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_PG ./kappa project postgres >"$LOGS/postgres.log" 2>&1 & pids+=($!)
 ./kappa ingest --http-addr "$HTTP" >"$LOGS/ingest.log" 2>&1 & pids+=($!)
@@ -32,4 +32,4 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 echo "[loadtest] deployment $RUN ready; logs in $LOGS" >&2
-./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" "$@"
+./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" --metrics-url "http://$OPS_PROC/metrics" "$@"

@@ -70,19 +70,23 @@ func TestGeneratorIsRepeatableAndFollowsTheMix(t *testing.T) {
 	}
 }
 
-func TestReadThroughParsesTheProgressGauge(t *testing.T) {
+func TestReadMetricsParsesProgressAndMemory(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, `# HELP kappa_projection_commands_through x
 kappa_projection_commands_through{partition="0",projection="postgres"} 41
 kappa_projection_commands_through{partition="3",projection="clickhouse"} 1.2e+06
 kappa_projection_applied_records_total{projection="postgres"} 9
+process_resident_memory_bytes 1.572864e+08
 `)
 	}))
 	defer srv.Close()
 	got := map[string]map[int32]int64{}
-	readThrough(t.Context(), srv.Client(), srv.URL, got)
+	m := readMetrics(t.Context(), srv.Client(), srv.URL, got)
 	if got["postgres"][0] != 41 || got["clickhouse"][3] != 1_200_000 || len(got) != 2 {
-		t.Fatalf("readThrough = %v", got)
+		t.Fatalf("progress = %v", got)
+	}
+	if want := (processMemory{rssMiB: 150, role: "projector clickhouse + projector postgres"}); m != want {
+		t.Fatalf("memory = %+v, want %+v", m, want)
 	}
 }
 

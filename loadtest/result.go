@@ -71,9 +71,12 @@ type Result struct {
 	Ack       Percentiles            `json:"ack_latency"`
 	Freshness map[string]Percentiles `json:"freshness"`
 	CaughtUp  bool                   `json:"projections_caught_up"`
-	Seconds   []Second               `json:"seconds"`
-	Checks    []Check                `json:"checks"`
-	Passed    bool                   `json:"passed"`
+	// PeakRSSMiB is the highest resident memory seen per process, read
+	// from process_resident_memory_bytes on the metrics endpoints.
+	PeakRSSMiB map[string]float64 `json:"peak_rss_mib"`
+	Seconds    []Second           `json:"seconds"`
+	Checks     []Check            `json:"checks"`
+	Passed     bool               `json:"passed"`
 }
 
 func (r *recorder) result(cfg Config, runID string, load time.Duration, caughtUp bool) *Result {
@@ -83,6 +86,16 @@ func (r *recorder) result(cfg Config, runID string, load time.Duration, caughtUp
 		RunID: runID, StartedAt: r.start.UTC(), Machine: machine(), Config: cfg, Duration: load.Seconds(),
 		Sent: r.sent, Acked: r.acked, Refused: r.refused, Errors: r.errors, Unexpect: r.unexpect, LastError: r.lastError,
 		Rate: float64(r.acked) / load.Seconds(), Ack: percentiles(r.ack), Freshness: map[string]Percentiles{}, CaughtUp: caughtUp,
+		PeakRSSMiB: map[string]float64{},
+	}
+	for url, mib := range r.peakRSS {
+		name := r.roleOf[url]
+		if name == "" {
+			name = url
+		}
+		if mib > 0 {
+			res.PeakRSSMiB[name] = mib
+		}
 	}
 	for _, p := range projections {
 		res.Freshness[p] = percentiles(r.fresh[p])
@@ -112,6 +125,9 @@ func (res *Result) Summary() string {
 	row("acknowledgement", res.Ack)
 	for _, p := range projections {
 		row("freshness "+p, res.Freshness[p])
+	}
+	for _, process := range slices.Sorted(maps.Keys(res.PeakRSSMiB)) {
+		fmt.Fprintf(&b, "peak RSS %-29s %.0f MiB\n", process, res.PeakRSSMiB[process])
 	}
 	fmt.Fprintf(&b, "projections caught up: %v\n", res.CaughtUp)
 	for _, c := range res.Checks {

@@ -6,9 +6,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,6 +56,8 @@ type recorder struct {
 	lastPos   map[int32]int64
 	pending   []*sample
 	through   map[string]map[int32]int64
+	peakRSS   map[string]float64 // MiB by metrics endpoint
+	roleOf    map[string]string  // metrics endpoint -> the role its metrics show
 	lastError string
 }
 
@@ -67,7 +71,8 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 
 
 func newRecorder(start time.Time, seconds int) *recorder {
 	r := &recorder{start: start, ack: newHist(), fresh: map[string]*hdrhistogram.Histogram{},
-		lastPos: map[int32]int64{}, through: map[string]map[int32]int64{}}
+		lastPos: map[int32]int64{}, through: map[string]map[int32]int64{}, peakRSS: map[string]float64{},
+		roleOf: map[string]string{}}
 	for _, p := range projections {
 		r.fresh[p] = newHist()
 		r.through[p] = map[int32]int64{}
@@ -291,6 +296,8 @@ func (r *recorder) fail(j job, msg string) {
 func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) {
 	t := time.NewTicker(cfg.ScrapeInterval)
 	defer t.Stop()
+	ingestMetrics := cfg.Target + "/metrics"
+	var lastIngestScrape time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -298,11 +305,25 @@ func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) 
 		case <-t.C:
 		}
 		through := map[string]map[int32]int64{}
-		for _, url := range cfg.MetricsURLs {
-			readThrough(ctx, client, url, through)
+		urls := cfg.MetricsURLs
+		if time.Since(lastIngestScrape) >= time.Second && !slices.Contains(urls, ingestMetrics) {
+			// The ingest's memory is read once a second, not at the
+			// scrape interval, to keep load off the measured path.
+			lastIngestScrape = time.Now()
+			urls = append(slices.Clip(urls), ingestMetrics)
+		}
+		memory := make([]processMemory, 0, len(urls))
+		for _, url := range urls {
+			memory = append(memory, readMetrics(ctx, client, url, through))
 		}
 		now := time.Now()
 		r.mu.Lock()
+		for i, m := range memory {
+			r.peakRSS[urls[i]] = max(r.peakRSS[urls[i]], m.rssMiB)
+			if m.role != "" {
+				r.roleOf[urls[i]] = m.role
+			}
+		}
 		for proj, parts := range through {
 			if _, known := r.through[proj]; !known {
 				continue
@@ -331,50 +352,82 @@ func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) 
 	}
 }
 
-const throughMetric = "kappa_projection_commands_through{"
+const (
+	throughMetric   = "kappa_projection_commands_through{"
+	rssMetric       = "process_resident_memory_bytes "
+	processorMetric = "kappa_processor_commands_total"
+	httpMetric      = "kappa_http_requests_total"
+)
 
-func readThrough(ctx context.Context, client *http.Client, url string, into map[string]map[int32]int64) {
+// processMemory is the resident memory of the process behind a metrics
+// endpoint, and the role its metrics show ("" until they show one).
+type processMemory struct {
+	rssMiB float64
+	role   string
+}
+
+// readMetrics reads a metrics endpoint: the projections' progress into
+// through, and the memory of the process behind it.
+func readMetrics(ctx context.Context, client *http.Client, url string, through map[string]map[int32]int64) processMemory {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return
+		return processMemory{}
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return
+		return processMemory{}
 	}
 	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	roles := map[string]bool{}
+	var m processMemory
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, throughMetric) {
-			continue
-		}
-		labels, value, ok := strings.Cut(line[len(throughMetric):], "} ")
-		if !ok {
-			continue
-		}
-		var proj string
-		var part int64 = -1
-		for _, l := range strings.Split(labels, ",") {
-			k, v, _ := strings.Cut(l, "=")
-			v = strings.Trim(v, `"`)
-			switch k {
-			case "projection":
-				proj = v
-			case "partition":
-				part, _ = strconv.ParseInt(v, 10, 32)
+		switch {
+		case strings.HasPrefix(line, rssMetric):
+			bytes, _ := strconv.ParseFloat(strings.TrimSpace(line[len(rssMetric):]), 64)
+			m.rssMiB = bytes / (1 << 20)
+		case strings.HasPrefix(line, processorMetric):
+			roles["processor"] = true
+		case strings.HasPrefix(line, httpMetric):
+			roles["ingest"] = true
+		case strings.HasPrefix(line, throughMetric):
+			if proj, part, value, ok := parseThrough(line[len(throughMetric):]); ok {
+				roles["projector "+proj] = true
+				if through[proj] == nil {
+					through[proj] = map[int32]int64{}
+				}
+				through[proj][part] = max(through[proj][part], value)
 			}
 		}
-		f, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if proj == "" || part < 0 || err != nil {
-			continue
-		}
-		if into[proj] == nil {
-			into[proj] = map[int32]int64{}
-		}
-		into[proj][int32(part)] = max(into[proj][int32(part)], int64(f))
 	}
+	m.role = strings.Join(slices.Sorted(maps.Keys(roles)), " + ")
+	return m
+}
+
+// parseThrough reads the labels and value of a commands-through sample.
+func parseThrough(s string) (projection string, partition int32, value int64, ok bool) {
+	labels, v, ok := strings.Cut(s, "} ")
+	if !ok {
+		return "", 0, 0, false
+	}
+	part := int64(-1)
+	for _, l := range strings.Split(labels, ",") {
+		k, lv, _ := strings.Cut(l, "=")
+		lv = strings.Trim(lv, `"`)
+		switch k {
+		case "projection":
+			projection = lv
+		case "partition":
+			part, _ = strconv.ParseInt(lv, 10, 32)
+		}
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if projection == "" || part < 0 || err != nil {
+		return "", 0, 0, false
+	}
+	return projection, int32(part), int64(f), true
 }
 
 // waitCaughtUp waits until every projection has applied the last
