@@ -1,5 +1,6 @@
 // Package consumer is the consumer-group runtime every projection runs on:
-// poll, decode, batch, apply to the sink, then commit. The sink, not Kafka's
+// poll, decode, batch, apply to the sink, then commit; the next batch is
+// polled and decoded while the sink applies the previous one. The sink, not Kafka's
 // committed offsets, decides where consumption resumes after an assignment,
 // because a sink is not part of Kafka transactions: only its own contents
 // say what it has. Offsets are still committed to Kafka after each applied
@@ -99,8 +100,9 @@ type Config struct {
 	// SessionTimeout is how long the group waits for a silent member before
 	// moving its partitions. Default 10s.
 	SessionTimeout time.Duration
-	// MaxBlock bounds how long a batch is retried while rebalances wait.
-	// Past it the consumer rewinds to the batch, lets a pending rebalance
+	// MaxBlock bounds how long rebalances wait on this member while
+	// batches are applied or retried. Past it the consumer rewinds to the
+	// batches it holds, lets a pending rebalance
 	// happen, and retries after it if it still owns the partitions. It must
 	// stay below the group's rebalance timeout (60s), or the group expels
 	// the member and a second one could write the same partitions. Default 30s.
@@ -240,46 +242,132 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	defer cl.Close()
 	c.healthy.Store(true)
+	return c.loop(ctx, cl)
+}
 
+// drainEvery bounds how long the pipeline keeps rebalances blocked under
+// continuous load: past it, the batch in hand is applied without
+// collecting the next one, and a pending rebalance can happen.
+const drainEvery = 2 * time.Second
+
+// loop collects the next batch while the sink applies the previous one, so
+// decoding (this process's CPU) overlaps writing (the store's). A batch is
+// only applied after the previous one succeeded, so order and positions
+// are as if it were sequential. Rebalances stay blocked from the first poll
+// that returns records until nothing is in flight or in hand.
+func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
+	// Flushes outlive a shutdown by ShutdownTimeout, so that the batch in
+	// flight is finished rather than cut off with a later one in hand.
+	flushCtx, cancelFlushes := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelFlushes()
+	stopShutdownTimer := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownTimeout, cancelFlushes) })
+	defer stopShutdownTimer()
+
+	var (
+		inflight     *flushing
+		blockedSince time.Time // zero while rebalances are allowed
+	)
+	allow := func() {
+		cl.AllowRebalance()
+		blockedSince = time.Time{}
+	}
 	for {
-		batch, raws, dead, err := c.collect(ctx, cl)
+		var idle <-chan struct{}
+		if inflight != nil {
+			idle = inflight.done
+		}
+		col, err := c.collect(ctx, cl, idle)
+		if blockedSince.IsZero() && len(col.raws) > 0 {
+			blockedSince = time.Now()
+		}
 		if err != nil && ctx.Err() == nil {
-			cl.AllowRebalance()
+			if inflight != nil {
+				_ = inflight.wait()
+			}
+			allow()
 			return err
+		}
+		if inflight != nil {
+			// The previous batch must have been applied before anything
+			// is done with this one.
+			err := inflight.wait()
+			previous := inflight.raws
+			inflight = nil
+			if errors.Is(err, errYield) {
+				c.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(previous)+len(col.raws))
+				cl.SetOffsets(rewindTo(append(previous, col.raws...)))
+				allow()
+				continue
+			}
+			if err != nil {
+				allow()
+				return nilOnCancel(ctx, err)
+			}
 		}
 		if ctx.Err() != nil {
 			// Shutting down: flush what was collected, with a deadline of
 			// its own, so that a restart redoes nothing.
 			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
-			err := c.flush(drainCtx, cl, batch, raws, dead)
+			err := c.flush(drainCtx, cl, c.prepare(col), blockedSince)
 			cancel()
-			cl.AllowRebalance()
+			allow()
 			if err != nil {
-				c.log.Warn("flush on shutdown; the sink's positions make the rest redeliver", "records", len(batch), "err", err)
+				c.log.Warn("flush on shutdown; the sink's positions make the rest redeliver", "records", len(col.batch), "err", err)
 			}
 			return nil
 		}
-		if err := c.flush(ctx, cl, batch, raws, dead); err != nil {
+		if len(col.raws) == 0 {
+			allow() // the previous batch is applied and nothing is in hand
+			continue
+		}
+		b := c.prepare(col)
+		if time.Since(blockedSince) < drainEvery {
+			inflight = c.startFlush(flushCtx, cl, b, blockedSince)
+			continue
+		}
+		if err := c.flush(flushCtx, cl, b, blockedSince); err != nil {
 			if errors.Is(err, errYield) {
-				c.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(batch))
-				cl.SetOffsets(rewindTo(raws))
-				cl.AllowRebalance()
+				c.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(b.raws))
+				cl.SetOffsets(rewindTo(b.raws))
+				allow()
 				continue
 			}
-			cl.AllowRebalance()
+			allow()
 			return nilOnCancel(ctx, err)
 		}
-		cl.AllowRebalance()
+		allow()
 	}
 }
 
-// flush parks the dead letters, applies the batch, and commits the offsets
+// flushing is a batch being flushed in the background.
+type flushing struct {
+	raws []*kgo.Record
+	done chan struct{}
+	err  error
+}
+
+func (f *flushing) wait() error {
+	<-f.done
+	return f.err
+}
+
+func (c *Consumer) startFlush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) *flushing {
+	f := &flushing{raws: b.raws, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.err = c.flush(ctx, cl, b, blockedSince)
+	}()
+	return f
+}
+
+// flush parks the dead letters, applies the batch, and commits its offsets
 // to Kafka for lag tooling.
-func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record, dead []deadLetter) error {
-	if err := c.deadLetter(ctx, cl, dead); err != nil {
+func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) error {
+	batch, raws := b.batch, b.raws
+	if err := c.deadLetter(ctx, cl, b.dead); err != nil {
 		return err
 	}
-	if err := c.apply(ctx, cl, batch, raws); err != nil {
+	if err := c.apply(ctx, cl, batch, raws, blockedSince); err != nil {
 		return err
 	}
 	if po, ok := c.cfg.Observer.(ParkObserver); ok {
@@ -293,7 +381,7 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 	if len(batch) == 0 {
 		return nil
 	}
-	if err := cl.CommitUncommittedOffsets(ctx); err != nil && ctx.Err() == nil {
+	if err := cl.CommitRecords(ctx, raws...); err != nil && ctx.Err() == nil {
 		// The sink holds the truth; a failed commit only makes lag
 		// tooling lag behind, so it is logged, not fatal.
 		c.log.Warn("commit offsets to kafka", "err", err)
@@ -301,24 +389,51 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 	return nil
 }
 
+// collected is a polled batch, decoded.
+type collected struct {
+	batch       []schemas.Record
+	raws        []*kgo.Record
+	undecodable map[int]error // index in batch -> why it cannot be decoded
+}
+
+// prepared is a batch ready to flush: records to park are placeholders in
+// batch (only their positions count) and listed in dead.
+type prepared struct {
+	batch []schemas.Record
+	raws  []*kgo.Record
+	dead  []deadLetter
+}
+
 // collect polls until it has MaxBatchRecords or FlushInterval has passed
-// since the first record arrived. Rebalances stay blocked from the first
-// poll that returns records until the caller allows them.
-func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas.Record, raws []*kgo.Record, dead []deadLetter, err error) {
+// since the first record arrived, and decodes what it polled. With nothing
+// polled it returns when idle is closed (the batch in flight is applied),
+// so that a quiet topic does not hold rebalances back.
+func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan struct{}) (collected, error) {
+	col := collected{undecodable: map[int]error{}}
 	var deadline time.Time
-	parkedInBatch := map[string]string{} // aggregate -> origin position of its first parked record
-	for len(batch) < c.cfg.MaxBatchRecords {
+	for len(col.batch) < c.cfg.MaxBatchRecords {
 		pollCtx, cancel := ctx, context.CancelFunc(func() {})
-		if !deadline.IsZero() {
+		switch {
+		case !deadline.IsZero():
 			pollCtx, cancel = context.WithDeadline(ctx, deadline)
+		case idle != nil:
+			pollCtx, cancel = context.WithCancel(ctx)
+			go func() {
+				select {
+				case <-idle:
+					cancel()
+				case <-pollCtx.Done():
+				}
+			}()
 		}
-		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(batch))
+		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(col.batch))
+		idleNow := idle != nil && deadline.IsZero() && pollCtx.Err() != nil
 		cancel()
 		if ctx.Err() != nil {
-			return batch, raws, dead, ctx.Err()
+			return col, ctx.Err()
 		}
 		if fetches.IsClientClosed() {
-			return nil, nil, nil, errors.New("kafka client closed")
+			return collected{}, errors.New("kafka client closed")
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -327,43 +442,60 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client) (batch []schemas
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			rec, err := kafkaenv.Decode(r)
-			aggregate := string(r.Key)
-			parked := schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
-			switch {
-			case err != nil:
-				dead = append(dead, deadLetter{record: r, reason: err})
-				if _, ok := parkedInBatch[aggregate]; !ok {
-					parkedInBatch[aggregate] = kafkaenv.Position(r).String()
-				}
-				rec = parked
-			case rec.Envelope.Type == schemas.OutcomeType:
-				// Outcomes change no aggregate's read model; they flow.
-			default:
-				behind, inBatch := parkedInBatch[aggregate]
-				if entry, ok := c.book.FirstOpen(aggregate); ok && !inBatch {
-					behind, inBatch = entry.Origin.String(), true
-				}
-				if inBatch {
-					dead = append(dead, deadLetter{record: r, reason: fmt.Errorf("%w: aggregate %s waits behind the record parked at %s", ErrParkedBehind, aggregate, behind), behind: behind})
-					rec = parked
-				}
+			if err != nil {
+				col.undecodable[len(col.batch)] = err
+				rec = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
 			}
-			batch = append(batch, rec)
-			raws = append(raws, r)
+			col.batch = append(col.batch, rec)
+			col.raws = append(col.raws, r)
 		})
-		if deadline.IsZero() && len(batch) > 0 {
+		if len(col.batch) == 0 && idleNow {
+			return col, nil
+		}
+		if deadline.IsZero() && len(col.batch) > 0 {
 			deadline = time.Now().Add(c.cfg.FlushInterval)
 		}
 		if !deadline.IsZero() && !time.Now().Before(deadline) {
 			break
 		}
 	}
-	return batch, raws, dead, nil
+	return col, nil
+}
+
+// prepare decides which records to park: those that cannot be decoded, and
+// every later record of their aggregates and of aggregates the book holds
+// open. It runs after the previous batch is applied, so that the book has
+// what that batch parked.
+func (c *Consumer) prepare(col collected) prepared {
+	b := prepared{batch: col.batch, raws: col.raws}
+	parkedInBatch := map[string]string{} // aggregate -> origin position of its first parked record
+	for i, r := range col.raws {
+		aggregate := string(r.Key)
+		if err, bad := col.undecodable[i]; bad {
+			b.dead = append(b.dead, deadLetter{record: r, reason: err})
+			if _, ok := parkedInBatch[aggregate]; !ok {
+				parkedInBatch[aggregate] = kafkaenv.Position(r).String()
+			}
+			continue
+		}
+		if b.batch[i].Envelope.Type == schemas.OutcomeType {
+			continue // outcomes change no aggregate's read model; they flow
+		}
+		behind, inBatch := parkedInBatch[aggregate]
+		if entry, ok := c.book.FirstOpen(aggregate); ok && !inBatch {
+			behind, inBatch = entry.Origin.String(), true
+		}
+		if inBatch {
+			b.dead = append(b.dead, deadLetter{record: r, reason: fmt.Errorf("%w: aggregate %s waits behind the record parked at %s", ErrParkedBehind, aggregate, behind), behind: behind})
+			b.batch[i] = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+		}
+	}
+	return b
 }
 
 // apply writes the batch, retrying with capped exponential backoff and full
 // jitter until it succeeds or ctx ends: a sink outage blocks, never drops.
-func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record) error {
+func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record, blockedSince time.Time) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -382,7 +514,7 @@ func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 		}
 		if c.permanent(err) && attempt >= c.cfg.PoisonAttempts {
 			c.log.Warn("the sink refuses the batch for its contents; applying record by record to park the culprit", "records", len(batch), "err", err)
-			if err := c.isolate(ctx, cl, batch, raws); err != nil {
+			if err := c.isolate(ctx, cl, batch, raws, blockedSince); err != nil {
 				return err
 			}
 			c.healthy.Store(true)
@@ -391,7 +523,7 @@ func (c *Consumer) apply(ctx context.Context, cl *kgo.Client, batch []schemas.Re
 		}
 		c.healthy.Store(false)
 		c.cfg.Observer.BatchFailed(err)
-		if time.Since(start) > c.cfg.MaxBlock {
+		if time.Since(blockedSince) > c.cfg.MaxBlock {
 			return errYield
 		}
 		wait := time.Duration(rand.Int64N(int64(backoff))) + time.Millisecond
@@ -436,9 +568,8 @@ func (c *Consumer) permanent(err error) bool {
 // refuses for its contents PoisonAttempts times is parked, and so is every
 // later record of its aggregate; other records are applied as usual, and
 // transient errors are retried as ever.
-func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record) error {
+func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.Record, raws []*kgo.Record, blockedSince time.Time) error {
 	parkedHere := map[string]string{} // aggregate -> origin position of its first parked record
-	start := time.Now()
 	for i, r := range batch {
 		raw := raws[i]
 		aggregate := string(raw.Key)
@@ -473,7 +604,7 @@ func (c *Consumer) isolate(ctx context.Context, cl *kgo.Client, batch []schemas.
 				continue
 			}
 			c.cfg.Observer.BatchFailed(err)
-			if time.Since(start) > c.cfg.MaxBlock {
+			if time.Since(blockedSince) > c.cfg.MaxBlock {
 				return errYield
 			}
 			c.log.Error("apply record; retrying", "topic", r.Topic, "partition", r.Position.Partition, "offset", r.Position.Offset, "attempt", attempt, "err", err)
