@@ -13,15 +13,18 @@ import (
 // Record builds the Kafka record of an envelope: key = aggregate id, value =
 // payload, metadata in headers.
 func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {
-	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(env.AggregateID), Value: env.Data, Headers: Headers(env.Headers())}
+	headers := make([]kgo.RecordHeader, 0, 12)
+	env.EachHeader(func(k string, v []byte) { headers = append(headers, kgo.RecordHeader{Key: k, Value: v}) })
+	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(env.AggregateID), Value: env.Data, Headers: headers}
 }
 
 // Envelope parses a Kafka record's envelope and checks that its key is the
 // aggregate id.
 func Envelope(r *kgo.Record) (schemas.Envelope, error) {
-	hs := make([]schemas.Header, len(r.Headers))
-	for i, h := range r.Headers {
-		hs[i] = schemas.Header{Key: h.Key, Value: h.Value}
+	var onStack [16]schemas.Header
+	hs := onStack[:0]
+	for _, h := range r.Headers {
+		hs = append(hs, schemas.Header(h))
 	}
 	env, err := schemas.ParseEnvelope(hs, r.Value)
 	if err != nil {
@@ -31,15 +34,6 @@ func Envelope(r *kgo.Record) (schemas.Envelope, error) {
 		return env, fmt.Errorf("%w: record key %q differs from aggregate id %q", schemas.ErrMalformedEnvelope, r.Key, env.AggregateID)
 	}
 	return env, nil
-}
-
-// Headers converts envelope headers to Kafka headers.
-func Headers(hs []schemas.Header) []kgo.RecordHeader {
-	out := make([]kgo.RecordHeader, len(hs))
-	for i, h := range hs {
-		out[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
-	}
-	return out
 }
 
 // Position returns where a record sits.

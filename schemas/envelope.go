@@ -61,16 +61,37 @@ type Envelope struct {
 // Headers encodes the envelope's metadata as Kafka headers.
 func (e Envelope) Headers() []Header {
 	hs := make([]Header, 0, 12)
-	add := func(k, v string) { hs = append(hs, Header{Key: k, Value: []byte(v)}) }
+	e.EachHeader(func(k string, v []byte) { hs = append(hs, Header{Key: k, Value: v}) })
+	return hs
+}
+
+// EachHeader hands each header to fn, in order. Every value is a slice of
+// one buffer: an envelope is encoded for each command, event and outcome,
+// so allocations here are paid on every record.
+func (e Envelope) EachHeader(fn func(key string, value []byte)) {
+	values := make([]byte, 0, len(e.ID)+len(e.Type)+len(e.Source)+len(e.AggregateID)+len(e.CommandID)+
+		len(e.Tenant)+len(e.IdempotencyKey)+len(SpecVersion)+len(ContentTypeJSON)+len(time.RFC3339Nano)+2*20)
+	since := func(k string, start int) { fn(k, values[start:len(values):len(values)]) }
+	add := func(k, v string) {
+		start := len(values)
+		values = append(values, v...)
+		since(k, start)
+	}
 	add(HeaderSpecVersion, SpecVersion)
 	add(HeaderID, e.ID)
 	add(HeaderType, e.Type)
 	add(HeaderSource, e.Source)
-	add(HeaderTime, e.Time.UTC().Format(time.RFC3339Nano))
+	start := len(values)
+	values = e.Time.UTC().AppendFormat(values, time.RFC3339Nano)
+	since(HeaderTime, start)
 	add(HeaderContentType, ContentTypeJSON)
-	add(HeaderSchemaVersion, strconv.Itoa(e.SchemaVersion))
+	start = len(values)
+	values = strconv.AppendInt(values, int64(e.SchemaVersion), 10)
+	since(HeaderSchemaVersion, start)
 	add(HeaderAggregateID, e.AggregateID)
-	add(HeaderAggregateVersion, strconv.FormatInt(e.AggregateVersion, 10))
+	start = len(values)
+	values = strconv.AppendInt(values, e.AggregateVersion, 10)
+	since(HeaderAggregateVersion, start)
 	if e.CommandID != "" {
 		add(HeaderCommandID, e.CommandID)
 	}
@@ -80,66 +101,78 @@ func (e Envelope) Headers() []Header {
 	if e.IdempotencyKey != "" {
 		add(HeaderIdempotencyKey, e.IdempotencyKey)
 	}
-	return hs
 }
+
+// requiredHeaders are the headers every envelope carries, in the order
+// of the bits that mark them seen.
+var requiredHeaders = []string{HeaderSpecVersion, HeaderID, HeaderType, HeaderSource, HeaderTime, HeaderSchemaVersion, HeaderAggregateID}
 
 // ParseEnvelope decodes the headers written by Headers and attaches data. It
 // reports every missing or invalid header at once.
 func ParseEnvelope(headers []Header, data []byte) (Envelope, error) {
 	e := Envelope{Data: data}
 	var problems []string
-	seen := make(map[string]bool, len(headers))
+	var seen uint8 // bit i: requiredHeaders[i] is present
 	for _, h := range headers {
-		v := string(h.Value)
-		seen[h.Key] = true
 		switch h.Key {
 		case HeaderSpecVersion:
-			if v != SpecVersion {
-				problems = append(problems, fmt.Sprintf("%s %q is not %s", h.Key, v, SpecVersion))
+			seen |= 1 << 0
+			if string(h.Value) != SpecVersion {
+				problems = append(problems, fmt.Sprintf("%s %q is not %s", h.Key, h.Value, SpecVersion))
 			}
 		case HeaderID:
-			e.ID = v
+			seen |= 1 << 1
+			e.ID = string(h.Value)
 		case HeaderType:
-			e.Type = v
+			seen |= 1 << 2
+			e.Type = internType(h.Value)
 		case HeaderSource:
-			e.Source = v
+			seen |= 1 << 3
+			e.Source = string(h.Value)
 		case HeaderTime:
-			t, err := time.Parse(time.RFC3339Nano, v)
+			seen |= 1 << 4
+			t, err := time.Parse(time.RFC3339Nano, string(h.Value))
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s %q is not RFC 3339", h.Key, v))
+				problems = append(problems, fmt.Sprintf("%s %q is not RFC 3339", h.Key, h.Value))
 			}
 			e.Time = t
 		case HeaderSchemaVersion:
-			n, err := strconv.Atoi(v)
+			seen |= 1 << 5
+			n, err := strconv.Atoi(string(h.Value))
 			if err != nil || n < 1 {
-				problems = append(problems, fmt.Sprintf("%s %q is not a positive integer", h.Key, v))
+				problems = append(problems, fmt.Sprintf("%s %q is not a positive integer", h.Key, h.Value))
 			}
 			e.SchemaVersion = n
 		case HeaderAggregateID:
-			e.AggregateID = v
+			seen |= 1 << 6
+			e.AggregateID = string(h.Value)
 		case HeaderAggregateVersion:
-			n, err := strconv.ParseInt(v, 10, 64)
+			n, err := strconv.ParseInt(string(h.Value), 10, 64)
 			if err != nil || n < 0 {
-				problems = append(problems, fmt.Sprintf("%s %q is not a non-negative integer", h.Key, v))
+				problems = append(problems, fmt.Sprintf("%s %q is not a non-negative integer", h.Key, h.Value))
 			}
 			e.AggregateVersion = n
 		case HeaderCommandID:
-			e.CommandID = v
+			e.CommandID = string(h.Value)
 		case HeaderTenant:
-			e.Tenant = v
+			e.Tenant = string(h.Value)
 		case HeaderIdempotencyKey:
-			e.IdempotencyKey = v
+			e.IdempotencyKey = string(h.Value)
 		}
 	}
-	for _, required := range []string{HeaderSpecVersion, HeaderID, HeaderType, HeaderSource, HeaderTime, HeaderSchemaVersion, HeaderAggregateID} {
-		if !seen[required] {
+	for i, required := range requiredHeaders {
+		if seen&(1<<i) == 0 {
 			problems = append(problems, "missing header "+required)
 		}
 	}
 	// CloudEvents requires a non-empty id, type and source.
-	for key, v := range map[string]string{HeaderID: e.ID, HeaderType: e.Type, HeaderSource: e.Source} {
-		if seen[key] && v == "" {
-			problems = append(problems, "empty header "+key)
+	for _, f := range []struct {
+		key   string
+		value string
+		bit   uint8
+	}{{HeaderID, e.ID, 1 << 1}, {HeaderType, e.Type, 1 << 2}, {HeaderSource, e.Source, 1 << 3}} {
+		if seen&f.bit != 0 && f.value == "" {
+			problems = append(problems, "empty header "+f.key)
 		}
 	}
 	if len(problems) > 0 {
@@ -147,6 +180,24 @@ func ParseEnvelope(headers []Header, data []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: %s", ErrMalformedEnvelope, strings.Join(problems, "; "))
 	}
 	return e, nil
+}
+
+// knownTypes are the type names records carry; parsing returns these
+// strings instead of allocating a copy per record.
+var knownTypes = map[string]string{}
+
+func init() {
+	for _, t := range []string{OutcomeType, ArticlePublished, ArticleUpdated, CartProductAdded, CartProductRemoved, CartCheckedOut,
+		PublishArticle, UpdateArticle, AddProductToCart, RemoveProductFromCart, CheckoutCart} {
+		knownTypes[t] = t
+	}
+}
+
+func internType(b []byte) string {
+	if t, ok := knownTypes[string(b)]; ok { // no allocation: the compiler looks up without converting
+		return t
+	}
+	return string(b)
 }
 
 // Position is where a record sits in a topic: its partition and offset. The
