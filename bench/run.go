@@ -160,11 +160,15 @@ is the case's process.
 - clickhouse-kappa / postgres-kappa: Kappa's projection runtime and sink from
   an empty store until every event is applied.
 - clickhouse-bare: the ceiling, the same rows into the same two tables
-  (events, cart_lines) with one clickhouse-go batch per poll.
+  (events, cart_lines) with one clickhouse-go batch per poll, in one
+  goroutine (poll, decode, insert); Kappa's runtime decodes the next batch
+  while the store writes the previous one, which is how it can pass it.
 - clickhouse-kafka-engine: ClickHouse's Kafka table engine and a materialized
   view into a MergeTree table, reading the same payloads.
 - postgres-bare: the ceiling the brief names, COPY into a temporary table,
-  then INSERT ... ON CONFLICT with a version guard.
+  then INSERT ... ON CONFLICT with a version guard (cart_items and carts).
+  Kappa's projection also keeps positions in the same transaction, locks
+  and version-checks each cart, and folds each batch per cart line.
 - ingest-kappa / ingest-bare: the same commands through Kappa's HTTP batch
   endpoint, and through a bare idempotent acks=all franz-go producer.
 

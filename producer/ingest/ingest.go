@@ -110,7 +110,7 @@ func New(cfg Config) (*Publisher, error) {
 		kgo.DefaultProduceTopic(cfg.Topics.Commands),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
-		kgo.ProducerLinger(time.Millisecond),
+		kgo.ProducerLinger(0),
 	}, cfg.ClientOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("create kafka producer: %w", err)
