@@ -87,8 +87,9 @@ type Config struct {
 	Projection string
 	// MaxBatchRecords caps one applied batch. Default 10000.
 	MaxBatchRecords int
-	// FlushInterval is the longest a record waits in a partial batch.
-	// Default 200ms.
+	// FlushInterval is how long a batch is collected after its first
+	// record, or longer while the previous batch is still being applied
+	// (waiting then costs nothing and makes the batch bigger). Default 200ms.
 	FlushInterval time.Duration
 	// MaxRetryBackoff caps the wait between attempts to apply a batch the
 	// sink refused. Attempts go on until the context ends. Default 10s.
@@ -404,20 +405,42 @@ type prepared struct {
 	dead  []deadLetter
 }
 
-// collect polls until it has MaxBatchRecords or FlushInterval has passed
-// since the first record arrived, and decodes what it polled. With nothing
-// polled it returns when idle is closed (the batch in flight is applied),
-// so that a quiet topic does not hold rebalances back.
+// collect polls and decodes until it has MaxBatchRecords, or until it has
+// records, FlushInterval has passed since the first arrived, and the batch
+// in flight (idle closes when it is applied) is done: while the store is
+// busy, waiting longer costs no freshness and makes the next batch bigger.
+// With nothing polled it returns when idle closes, so that a quiet topic
+// does not hold rebalances back.
 func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan struct{}) (collected, error) {
 	col := collected{undecodable: map[int]error{}}
 	var deadline time.Time
+	storeBusy := func() bool {
+		if idle == nil {
+			return false
+		}
+		select {
+		case <-idle:
+			return false
+		default:
+			return true
+		}
+	}
 	for len(col.batch) < c.cfg.MaxBatchRecords {
-		pollCtx, cancel := ctx, context.CancelFunc(func() {})
-		switch {
-		case !deadline.IsZero():
+		hasRecords := len(col.batch) > 0
+		if hasRecords && !time.Now().Before(deadline) && !storeBusy() {
+			break
+		}
+		// Poll until the deadline while it is ahead; after it (or before
+		// the first record), until the batch in flight is applied.
+		var pollCtx context.Context
+		var cancel context.CancelFunc
+		beforeDeadline := hasRecords && time.Now().Before(deadline)
+		if beforeDeadline {
 			pollCtx, cancel = context.WithDeadline(ctx, deadline)
-		case idle != nil:
+		} else {
 			pollCtx, cancel = context.WithCancel(ctx)
+		}
+		if idle != nil && !beforeDeadline {
 			go func() {
 				select {
 				case <-idle:
@@ -427,7 +450,6 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 			}()
 		}
 		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(col.batch))
-		idleNow := idle != nil && deadline.IsZero() && pollCtx.Err() != nil
 		cancel()
 		if ctx.Err() != nil {
 			return col, ctx.Err()
@@ -449,14 +471,11 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 			col.batch = append(col.batch, rec)
 			col.raws = append(col.raws, r)
 		})
-		if len(col.batch) == 0 && idleNow {
+		if len(col.batch) == 0 && idle != nil && !storeBusy() {
 			return col, nil
 		}
 		if deadline.IsZero() && len(col.batch) > 0 {
 			deadline = time.Now().Add(c.cfg.FlushInterval)
-		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			break
 		}
 	}
 	return col, nil

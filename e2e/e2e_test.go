@@ -110,7 +110,7 @@ func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse
 	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
 		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: partitions,
-		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", FlushInterval: flush,
+		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", ClickHouseFlushInterval: flush, PostgresFlushInterval: flush,
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 		OnListen: func(a net.Addr) { listening <- a },
 	}

@@ -77,7 +77,7 @@ func TestKilledProjectorsResumeExactly(t *testing.T) {
 		"KAPPA_POSTGRES_URL=" + pg.URL, "KAPPA_POSTGRES_SCHEMA=" + pg.Schema,
 		"KAPPA_CLICKHOUSE_ADDR=" + strings.Join(ch.Addr, ","), "KAPPA_CLICKHOUSE_DATABASE=" + ch.Database,
 		// Small batches, so that a kill lands between many of them.
-		"KAPPA_MAX_BATCH_RECORDS=40", "KAPPA_FLUSH_INTERVAL=5ms", "KAPPA_LOG_LEVEL=warn",
+		"KAPPA_MAX_BATCH_RECORDS=40", "KAPPA_CLICKHOUSE_FLUSH_INTERVAL=5ms", "KAPPA_POSTGRES_FLUSH_INTERVAL=5ms", "KAPPA_LOG_LEVEL=warn",
 	}}
 	t.Cleanup(func() {
 		for _, c := range procs.cmds {

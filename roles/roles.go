@@ -65,9 +65,11 @@ type Config struct {
 	// IdempotencyWindow is how long an idempotency key is honoured, by
 	// ingest and processors alike. Default 24h.
 	IdempotencyWindow time.Duration
-	// FlushInterval and MaxBatchRecords tune the projections' batches.
-	FlushInterval   time.Duration
-	MaxBatchRecords int
+	// The flush intervals and MaxBatchRecords tune the projections'
+	// batches (see consumer.Config).
+	ClickHouseFlushInterval time.Duration
+	PostgresFlushInterval   time.Duration
+	MaxBatchRecords         int
 
 	Logger *slog.Logger
 	// KafkaOpts are extra franz-go options for every client, for tests.
@@ -290,10 +292,14 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 }) error {
 	names := cfg.Topics()
 	reg := cfg.registry()
+	flush := cfg.ClickHouseFlushInterval
+	if name == "postgres" {
+		flush = cfg.PostgresFlushInterval
+	}
 	c, err := consumer.New(consumer.Config{
 		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
-		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: cfg.FlushInterval,
+		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: flush,
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
 		Observer: metrics.NewProjection(reg, name),
 		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,

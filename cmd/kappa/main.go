@@ -73,8 +73,9 @@ type idempotencyFlags struct {
 func (f idempotencyFlags) apply(c *roles.Config) { c.IdempotencyWindow = f.IdempotencyWindow }
 
 type batchFlags struct {
-	FlushInterval   time.Duration `env:"KAPPA_FLUSH_INTERVAL" default:"200ms" help:"Longest an event waits in a partial projection batch."`
-	MaxBatchRecords int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"10000" help:"Most events in one projection batch."`
+	ClickHouseFlushInterval time.Duration `env:"KAPPA_CLICKHOUSE_FLUSH_INTERVAL" default:"200ms" help:"Shortest time the ClickHouse projection collects a batch (ClickHouse wants few, large inserts)."`
+	PostgresFlushInterval   time.Duration `env:"KAPPA_POSTGRES_FLUSH_INTERVAL" default:"50ms" help:"Shortest time the Postgres projection collects a batch."`
+	MaxBatchRecords         int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"10000" help:"Most events in one projection batch."`
 }
 
 type logFlags struct {
@@ -343,7 +344,7 @@ func (h httpFlags) apply(c *roles.Config) {
 }
 
 func (b batchFlags) apply(c *roles.Config) {
-	c.FlushInterval, c.MaxBatchRecords = b.FlushInterval, b.MaxBatchRecords
+	c.ClickHouseFlushInterval, c.PostgresFlushInterval, c.MaxBatchRecords = b.ClickHouseFlushInterval, b.PostgresFlushInterval, b.MaxBatchRecords
 }
 
 func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
