@@ -155,7 +155,9 @@ func Markdown(cfg Config, results []Measured, command string) string {
 Written by ` + "`make bench`" + ` (package bench). Each case runs in its own process on the
 same data; CPU seconds are the case's process (user + system) and, separately,
 every ClickHouse and Postgres server process over the same interval; peak RSS
-is the case's process.
+is the case's process (VmHWM). A case reads a pre-filled topic as fast as it
+can, so franz-go keeps a full fetch buffered ahead; the memory of the roles
+of a deployment at load is in the load-test results (docs/LOADTEST.md).
 
 - clickhouse-kappa / postgres-kappa: Kappa's projection runtime and sink from
   an empty store until every event is applied.
