@@ -18,7 +18,8 @@ func randomCartHistory(rng *rand.Rand, carts, commands int) (*kappatest.Stream, 
 	st := kappatest.NewStream("events")
 	states := map[string]*aggregate.State{}
 	for range commands {
-		id := fmt.Sprintf("cart-%d", rng.IntN(carts))
+		k := rng.IntN(carts)
+		id := fmt.Sprintf("cart-%d", k)
 		s := states[id]
 		if s == nil {
 			s = &aggregate.State{}
@@ -45,7 +46,7 @@ func randomCartHistory(rng *rand.Rand, carts, commands int) (*kappatest.Stream, 
 		for _, e := range events {
 			aggregate.Apply(s, e)
 		}
-		st.Command(int32(len(id)%2), id, events...)
+		st.Command(int32(k%3), id, events...) // batches span partitions, applied concurrently
 	}
 	return st, states
 }
