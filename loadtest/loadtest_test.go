@@ -110,3 +110,24 @@ func TestScheduleIsOpenLoop(t *testing.T) {
 		t.Errorf("intervals %v and %v, want 5ms then 2.5ms", due[1], due[21]-due[20])
 	}
 }
+
+func TestServerLatencyFromTheIngestHistogram(t *testing.T) {
+	exposition := func(counts ...int) string {
+		var b strings.Builder
+		for i, le := range []string{"0.001", "0.002", "0.004", "+Inf"} {
+			fmt.Fprintf(&b, "kappa_http_request_seconds_bucket{method=\"post\",le=\"%s\"} %d\n", le, counts[i])
+			fmt.Fprintf(&b, "kappa_http_request_seconds_bucket{method=\"get\",le=\"%s\"} 1000\n", le)
+		}
+		return b.String()
+	}
+	body := exposition(5, 5, 5, 5) // before the load
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
+	defer srv.Close()
+	before := readServerLatency(t.Context(), srv.Client(), srv.URL)
+	body = exposition(55, 103, 104, 105) // 100 requests: 50 under 1 ms, 48 under 2 ms, 1 under 4 ms, 1 slower
+	after := readServerLatency(t.Context(), srv.Client(), srv.URL)
+	got := serverPercentiles(before, after)
+	if got == nil || got.Count != 100 || got.P50 != 1 || got.P90 != 2 || got.P99 != 4 || got.Max != 4 {
+		t.Fatalf("serverPercentiles = %+v", got)
+	}
+}

@@ -56,19 +56,22 @@ type Check struct {
 
 // Result is everything a run measured; it is written as result.json.
 type Result struct {
-	RunID     string                 `json:"run_id"`
-	StartedAt time.Time              `json:"started_at"`
-	Machine   Machine                `json:"machine"`
-	Config    Config                 `json:"config"`
-	Duration  float64                `json:"load_seconds"`
-	Sent      int64                  `json:"commands_sent"`
-	Acked     int64                  `json:"commands_acknowledged"`
-	Refused   int64                  `json:"invalid_commands_refused"`
-	Errors    int64                  `json:"errors"`
-	Unexpect  int64                  `json:"unexpected_answers"`
-	LastError string                 `json:"last_error,omitempty"`
-	Rate      float64                `json:"acknowledged_per_second"`
-	Ack       Percentiles            `json:"ack_latency"`
+	RunID     string      `json:"run_id"`
+	StartedAt time.Time   `json:"started_at"`
+	Machine   Machine     `json:"machine"`
+	Config    Config      `json:"config"`
+	Duration  float64     `json:"load_seconds"`
+	Sent      int64       `json:"commands_sent"`
+	Acked     int64       `json:"commands_acknowledged"`
+	Refused   int64       `json:"invalid_commands_refused"`
+	Errors    int64       `json:"errors"`
+	Unexpect  int64       `json:"unexpected_answers"`
+	LastError string      `json:"last_error,omitempty"`
+	Rate      float64     `json:"acknowledged_per_second"`
+	Ack       Percentiles `json:"ack_latency"`
+	// IngestAck is the same latency as the ingest measured it, from its
+	// request histogram: each value is a bucket's upper bound.
+	IngestAck *Percentiles           `json:"ingest_side_ack_latency,omitempty"`
 	Freshness map[string]Percentiles `json:"freshness"`
 	CaughtUp  bool                   `json:"projections_caught_up"`
 	// PeakRSSMiB is the highest resident memory seen per process, read
@@ -123,6 +126,10 @@ func (res *Result) Summary() string {
 		fmt.Fprintf(&b, "%-22s n=%-8d p50 %8.2fms  p90 %8.2fms  p99 %8.2fms  p99.9 %8.2fms  max %8.2fms\n", name, p.Count, p.P50, p.P90, p.P99, p.P999, p.Max)
 	}
 	row("acknowledgement", res.Ack)
+	if p := res.IngestAck; p != nil {
+		fmt.Fprintf(&b, "%-22s n=%-8d p50 <=%6.1fms  p90 <=%6.1fms  p99 <=%6.1fms  p99.9 <=%6.1fms  (the ingest's histogram)\n",
+			"  inside ingest", p.Count, p.P50, p.P90, p.P99, p.P999)
+	}
 	for _, p := range projections {
 		row("freshness "+p, res.Freshness[p])
 	}

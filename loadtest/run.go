@@ -133,17 +133,21 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	go rec.progress(progressCtx, cfg)
 
+	ingestMetrics := cfg.Target + "/metrics"
+	serverBefore := readServerLatency(ctx, client, ingestMetrics)
 	schedule(ctx, cfg, start, gen, jobs)
 	close(jobs)
 	workers.Wait()
 	loadEnd := time.Now()
 	stopProgress()
+	serverAfter := readServerLatency(ctx, client, ingestMetrics)
 
 	caughtUp := rec.waitCaughtUp(ctx, cfg.CatchUpTimeout)
 	stopScraping()
 	scraping.Wait()
 
 	res := rec.result(cfg, runID, loadEnd.Sub(start), caughtUp)
+	res.IngestAck = serverPercentiles(serverBefore, serverAfter)
 	if cfg.PostgresURL != "" && cfg.ClickHouseAddr != "" {
 		res.Checks = verify(ctx, cfg, prefix, rec)
 	}
