@@ -32,7 +32,7 @@ import (
 )
 
 // Cases lists the cases in the order the orchestrator runs them.
-var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-engine", "postgres-kappa", "postgres-bare", "ingest-kappa", "ingest-bare"}
+var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-engine", "clickhouse-kappa-embedded", "postgres-kappa", "postgres-bare", "ingest-kappa", "ingest-bare"}
 
 // RunCase runs one case in this process and reports it with its peak RSS.
 func RunCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
@@ -76,15 +76,17 @@ func runCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	switch name {
 	case "clickhouse-kappa":
-		store, err := clickhouse.Open(ctx, clickhouse.Config{Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase + "_kappa", Logger: quiet})
+		return projectClickHouse(ctx, cfg, name, quiet)
+	case "clickhouse-kappa-embedded":
+		// The engine's topic: the same records on the embedded broker.
+		broker, embedded, err := embeddedCopy(ctx, cfg)
 		if err != nil {
 			return CaseResult{}, err
 		}
-		defer func() { _ = store.Close() }()
-		if err := store.Migrate(ctx); err != nil {
-			return CaseResult{}, err
-		}
-		return project(ctx, cfg, name, store, quiet)
+		defer broker.Close()
+		res, err := projectClickHouse(ctx, embedded, name, quiet)
+		res.Note = "reads the engine's copy of the topic on the embedded broker in the case's process, so process CPU includes that broker's"
+		return res, err
 	case "postgres-kappa":
 		store, err := postgres.Open(ctx, postgres.Config{URL: cfg.PostgresURL, Schema: cfg.PostgresSchema + "_kappa", Logger: quiet})
 		if err != nil {
@@ -107,6 +109,19 @@ func runCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
 		return ingestBare(ctx, cfg)
 	}
 	return CaseResult{}, fmt.Errorf("unknown case %q; one of %v", name, Cases)
+}
+
+// projectClickHouse runs Kappa's ClickHouse projection into a new database.
+func projectClickHouse(ctx context.Context, cfg Config, name string, log *slog.Logger) (CaseResult, error) {
+	store, err := clickhouse.Open(ctx, clickhouse.Config{Addr: cfg.ClickHouseAddr, Database: cfg.ClickHouseDatabase + "_kappa", Logger: log})
+	if err != nil {
+		return CaseResult{}, err
+	}
+	defer func() { _ = store.Close() }()
+	if err := store.Migrate(ctx); err != nil {
+		return CaseResult{}, err
+	}
+	return project(ctx, cfg, name, store, log)
 }
 
 // project runs Kappa's projection runtime over the bench topic until every
@@ -215,20 +230,15 @@ func clickhouseBare(ctx context.Context, cfg Config) (CaseResult, error) {
 // longer serves, so this case feeds the engine from the embedded broker
 // (kfake, in this process) holding the same records.
 func clickhouseEngine(ctx context.Context, cfg Config) (CaseResult, error) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(cfg.Partitions, eventsTopic(cfg)))
+	broker, embedded, err := embeddedCopy(ctx, cfg)
 	if err != nil {
 		return CaseResult{}, err
 	}
 	defer broker.Close()
-	embedded := cfg
-	embedded.Brokers = broker.ListenAddrs()
 	cfg = embedded
-	// Produce first and commit the engine's group at the start, so that
-	// the clock measures the engine's consumption only: its librdkafka
-	// would otherwise start at the end of the topic.
-	if err := produceEvents(ctx, cfg); err != nil {
-		return CaseResult{}, err
-	}
+	// Commit the engine's group at the start, so that the clock measures
+	// the engine's consumption only: its librdkafka would otherwise start
+	// at the end of the topic.
 	if err := commitStart(ctx, cfg, cfg.Prefix+"-engine"); err != nil {
 		return CaseResult{}, err
 	}
@@ -270,6 +280,22 @@ func clickhouseEngine(ctx context.Context, cfg Config) (CaseResult, error) {
 	_ = conn.Exec(ctx, "DROP TABLE "+db+".queue")
 	return CaseResult{Case: "clickhouse-kafka-engine", Rows: cfg.Events, Seconds: elapsed.Seconds(),
 		Note: "cart_lines only, from payloads; reads the same records from the embedded broker in the case's process (18.16's librdkafka predates Kafka 4's protocol floor), so process CPU is that broker's"}, nil
+}
+
+// embeddedCopy starts an in-process broker holding the bench's events and
+// returns the configuration that points at it.
+func embeddedCopy(ctx context.Context, cfg Config) (*kfake.Cluster, Config, error) {
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(cfg.Partitions, eventsTopic(cfg), cfg.Prefix+".events.dlq"))
+	if err != nil {
+		return nil, cfg, err
+	}
+	embedded := cfg
+	embedded.Brokers = broker.ListenAddrs()
+	if err := produceEvents(ctx, embedded); err != nil {
+		broker.Close()
+		return nil, cfg, err
+	}
+	return broker, embedded, nil
 }
 
 // commitStart commits offset 0 of every partition of the bench topic for

@@ -103,7 +103,7 @@ type benchCmd struct {
 	Events   int      `default:"500000" help:"Events to project in each case."`
 	Doc      string   `help:"Write the results as Markdown to this file."`
 	Profiles string   `help:"Write a CPU and an allocation profile of each case into this directory (go tool pprof)." type:"path"`
-	Cases    []string `help:"Run only these cases (comma-separated); all by default." enum:"clickhouse-kappa,clickhouse-bare,clickhouse-kafka-engine,postgres-kappa,postgres-bare,ingest-kappa,ingest-bare"`
+	Cases    []string `help:"Run only these cases (comma-separated); all by default." enum:"clickhouse-kappa,clickhouse-bare,clickhouse-kafka-engine,clickhouse-kappa-embedded,postgres-kappa,postgres-bare,ingest-kappa,ingest-bare"`
 }
 
 func (c *benchCmd) Run(ctx context.Context, _ roles.Config) error {
