@@ -111,8 +111,8 @@ type Config struct {
 	// ScrapeInterval is how often progress is scraped; it is the resolution
 	// of freshness. Default 50ms.
 	ScrapeInterval time.Duration `json:"scrape_interval"`
-	// CatchUpTimeout bounds the wait for the projections after the load.
-	// Default 2m.
+	// CatchUpTimeout bounds the wait for the projections after the load,
+	// and for the warm-up command before it. Default 2m.
 	CatchUpTimeout time.Duration `json:"catch_up_timeout"`
 	// PostgresURL, PostgresSchema, ClickHouseAddr and ClickHouseDatabase
 	// locate the stores for the correctness check; it is skipped without

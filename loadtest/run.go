@@ -111,6 +111,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		MaxIdleConns: cfg.Connections, MaxIdleConnsPerHost: cfg.Connections, MaxConnsPerHost: cfg.Connections,
 	}}
 
+	took, err := warmUp(ctx, client, cfg, runID)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "[loadtest] the deployment applied a first command in %s; starting the load\n", took.Round(time.Millisecond))
+
 	start := time.Now().Add(100 * time.Millisecond)
 	rec := newRecorder(start, int(cfg.Duration()/time.Second)+1)
 	jobs := make(chan job, cfg.Connections*64)
