@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/deadletter"
@@ -181,7 +182,15 @@ type Consumer struct {
 	log     *slog.Logger
 	healthy atomic.Bool
 	applied atomic.Int64
+	admin   *kadm.Client            // reads end offsets while resuming
+	stop    context.CancelCauseFunc // ends Run with an error found in a callback
 }
+
+// ErrPositionsAheadOfTopic stops a projection whose store says it has
+// applied offsets the topic does not have: the topic was recreated or
+// truncated after the store was built, and resuming would skip the new
+// topic's records up to those offsets.
+var ErrPositionsAheadOfTopic = errors.New("the store's positions are ahead of the topic")
 
 // New returns a Consumer for sink, or the configuration's problems.
 func New(cfg Config, sink Sink) (*Consumer, error) {
@@ -237,13 +246,26 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 
+	adminClient, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.cfg.Brokers...)}, c.cfg.ClientOpts...)...)
+	if err != nil {
+		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
+	}
+	defer adminClient.Close()
+	c.admin = kadm.NewClient(adminClient)
+	ctx, c.stop = context.WithCancelCause(ctx)
+	defer c.stop(nil)
+
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
 	}
 	defer cl.Close()
 	c.healthy.Store(true)
-	return c.loop(ctx, cl)
+	err = c.loop(ctx, cl)
+	if cause := context.Cause(ctx); errors.Is(cause, ErrPositionsAheadOfTopic) {
+		return cause
+	}
+	return err
 }
 
 // drainEvery bounds how long the pipeline keeps rebalances blocked under
@@ -665,6 +687,9 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 			}
 			backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
 		}
+		if err := c.checkPositions(ctx, topic, next); err != nil {
+			return nil, err
+		}
 		for _, p := range ids {
 			offset := kgo.NewOffset().AtStart()
 			if o, ok := next[p]; ok {
@@ -675,6 +700,27 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 		}
 	}
 	return assigned, nil
+}
+
+// checkPositions stops the consumer if the store's positions are beyond
+// the end of the topic. (A recreated topic that has already grown past
+// them cannot be told apart by offsets alone.)
+func (c *Consumer) checkPositions(ctx context.Context, topic string, next map[int32]int64) error {
+	ends, err := c.admin.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("read the end offsets of %s: %w", topic, err)
+	}
+	for p, o := range next {
+		end, ok := ends.Lookup(topic, p)
+		if ok && end.Err == nil && o > end.Offset {
+			err := fmt.Errorf("%w: projection %s has applied %s partition %d up to offset %d, but the topic ends at %d, so the topic was recreated or truncated after the store was built; rebuild the projection (drop its schema or database) or point it at the topic it was built from",
+				ErrPositionsAheadOfTopic, c.cfg.Projection, topic, p, o-1, end.Offset)
+			c.log.Error("refusing to resume", "err", err)
+			c.stop(err)
+			return err
+		}
+	}
+	return nil
 }
 
 type deadLetter struct {

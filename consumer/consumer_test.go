@@ -154,3 +154,40 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 		t.Fatalf("after shutdown applied %v, want %v", got, want)
 	}
 }
+
+// TestPositionsBeyondTheTopicStopTheConsumer: a store built from an earlier
+// incarnation of the topic says it has applied offsets the topic does not
+// have. Resuming there would skip the new topic's records, so the consumer
+// stops with an error that says so, having applied nothing.
+func TestPositionsBeyondTheTopicStopTheConsumer(t *testing.T) {
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events", "events.dlq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer broker.Close()
+	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	if err := producer.ProduceSync(t.Context(), event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2)).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	sink := &memorySink{next: map[int32]int64{0: 10}}
+	c, err := consumer.New(consumer.Config{
+		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
+		FlushInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	if !errors.Is(err, consumer.ErrPositionsAheadOfTopic) {
+		t.Fatalf("Run = %v, want ErrPositionsAheadOfTopic", err)
+	}
+	if got := sink.appliedIDs(); len(got) != 0 {
+		t.Fatalf("applied %v from a topic the store does not belong to", got)
+	}
+}
