@@ -86,18 +86,27 @@ func event(id, aggregate, product string, version int64) *kgo.Record {
 // record, and a record the store refuses. Every good record is applied
 // exactly once, in order per aggregate, and nothing of a parked aggregate
 // overtakes its parked record.
-func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
+// brokerWith starts an in-process broker with the topics "events" and
+// "events.dlq", one partition each, and the records in "events".
+func brokerWith(t *testing.T, records ...*kgo.Record) *kfake.Cluster {
+	t.Helper()
 	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events", "events.dlq"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer broker.Close()
+	t.Cleanup(broker.Close)
 	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer producer.Close()
+	if err := producer.ProduceSync(t.Context(), records...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return broker
+}
 
+func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 	records := []*kgo.Record{
 		event("a1", "cart-a", "p1", 1),
 		event("b1", "cart-b", "p1", 1),
@@ -108,10 +117,8 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 		event("a3", "cart-a", "p3", 3),                                         // behind a2
 		event("b3", "cart-b", "p3", 3),                                         // flows
 	}
+	broker := brokerWith(t, records...)
 	sink := &memorySink{next: map[int32]int64{}, downUntil: time.Now().Add(700 * time.Millisecond), refuse: "refused"}
-	if err := producer.ProduceSync(t.Context(), records...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
 	c, err := consumer.New(consumer.Config{
 		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 		FlushInterval: 10 * time.Millisecond, MaxBlock: 200 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond,
@@ -160,19 +167,7 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 // have. Resuming there would skip the new topic's records, so the consumer
 // stops with an error that says so, having applied nothing.
 func TestPositionsBeyondTheTopicStopTheConsumer(t *testing.T) {
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events", "events.dlq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer broker.Close()
-	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	if err := producer.ProduceSync(t.Context(), event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2)).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	broker := brokerWith(t, event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2))
 	sink := &memorySink{next: map[int32]int64{0: 10}}
 	c, err := consumer.New(consumer.Config{
 		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
