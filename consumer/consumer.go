@@ -38,6 +38,19 @@ type Sink interface {
 	Apply(ctx context.Context, batch []schemas.Record) error
 }
 
+// TopicBinder is an optional interface of a Sink: the sink keeps, with its
+// data, the id of the topic it was built from. BindTopic stores topicID for
+// topic if the sink has none yet and returns the id it holds, so that the
+// consumer never resumes a sink's positions on another topic of the same
+// name (one deleted and created again).
+type TopicBinder interface {
+	BindTopic(ctx context.Context, topic, topicID string) (bound string, err error)
+}
+
+// ErrTopicRecreated stops a projection whose store was built from an
+// earlier topic of the same name: its positions mean nothing in this one.
+var ErrTopicRecreated = errors.New("the store was built from another topic of the same name")
+
 // ErrParkedBehind is the reason given to records parked only to keep their
 // aggregate's order behind an earlier parked record.
 var ErrParkedBehind = errors.New("parked behind an earlier record of the same aggregate")
@@ -262,7 +275,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cl.Close()
 	c.healthy.Store(true)
 	err = c.loop(ctx, cl)
-	if cause := context.Cause(ctx); errors.Is(cause, ErrPositionsAheadOfTopic) {
+	if cause := context.Cause(ctx); errors.Is(cause, ErrPositionsAheadOfTopic) || errors.Is(cause, ErrTopicRecreated) {
 		return cause
 	}
 	return err
@@ -687,6 +700,9 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 			}
 			backoff = min(backoff*2, c.cfg.MaxRetryBackoff)
 		}
+		if err := c.checkTopic(ctx, topic); err != nil {
+			return nil, err
+		}
 		if err := c.checkPositions(ctx, topic, next); err != nil {
 			return nil, err
 		}
@@ -702,9 +718,45 @@ func (c *Consumer) resumeFromSink(ctx context.Context, assigned map[string]map[i
 	return assigned, nil
 }
 
+// checkTopic stops the consumer if the sink was built from another topic
+// of the same name.
+func (c *Consumer) checkTopic(ctx context.Context, topic string) error {
+	binder, ok := c.sink.(TopicBinder)
+	if !ok {
+		return nil
+	}
+	details, err := c.admin.ListTopics(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("read the id of %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok {
+		return fmt.Errorf("read the id of %s: not in the metadata", topic)
+	}
+	if d.Err != nil {
+		return fmt.Errorf("read the id of %s: %w", topic, d.Err)
+	}
+	if d.ID == (kadm.TopicID{}) {
+		return nil // the broker does not report topic ids; offsets are all there is to check
+	}
+	id := d.ID.String()
+	bound, err := binder.BindTopic(ctx, topic, id)
+	if err != nil {
+		return fmt.Errorf("bind %s to the store: %w", topic, err)
+	}
+	if bound != id {
+		err := fmt.Errorf("%w: projection %s was built from topic %s with id %s, but %s now has id %s, so it was deleted and created again; rebuild the projection (drop its schema or database) or point it at the topic it was built from",
+			ErrTopicRecreated, c.cfg.Projection, topic, bound, topic, id)
+		c.log.Error("refusing to resume", "err", err)
+		c.stop(err)
+		return err
+	}
+	return nil
+}
+
 // checkPositions stops the consumer if the store's positions are beyond
-// the end of the topic. (A recreated topic that has already grown past
-// them cannot be told apart by offsets alone.)
+// the end of the topic: the topic was truncated, or recreated on a broker
+// or sink that keeps no topic id.
 func (c *Consumer) checkPositions(ctx context.Context, topic string, next map[int32]int64) error {
 	ends, err := c.admin.ListEndOffsets(ctx, topic)
 	if err != nil {

@@ -32,6 +32,16 @@ type memorySink struct {
 	applied   []string // event ids, in apply order
 	downUntil time.Time
 	refuse    string // product id the store refuses
+	topicID   string // the id of the topic the store was built from
+}
+
+func (s *memorySink) BindTopic(_ context.Context, _, topicID string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.topicID == "" {
+		s.topicID = topicID
+	}
+	return s.topicID, nil
 }
 
 func (s *memorySink) Resume(_ context.Context, _ string, _ []int32) (map[int32]int64, error) {
@@ -162,27 +172,37 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 	}
 }
 
-// TestPositionsBeyondTheTopicStopTheConsumer: a store built from an earlier
-// incarnation of the topic says it has applied offsets the topic does not
-// have. Resuming there would skip the new topic's records, so the consumer
-// stops with an error that says so, having applied nothing.
-func TestPositionsBeyondTheTopicStopTheConsumer(t *testing.T) {
-	broker := brokerWith(t, event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2))
-	sink := &memorySink{next: map[int32]int64{0: 10}}
-	c, err := consumer.New(consumer.Config{
-		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
-		FlushInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	err = c.Run(ctx)
-	if !errors.Is(err, consumer.ErrPositionsAheadOfTopic) {
-		t.Fatalf("Run = %v, want ErrPositionsAheadOfTopic", err)
-	}
-	if got := sink.appliedIDs(); len(got) != 0 {
-		t.Fatalf("applied %v from a topic the store does not belong to", got)
+// TestAStoreOfAnotherTopicStopsTheConsumer: a store built from an earlier
+// incarnation of the topic (deleted and created again, or truncated) must
+// not resume there: with its positions beyond the topic's end, or with the
+// topic's id changed, the consumer stops with an error that says so,
+// having applied nothing.
+func TestAStoreOfAnotherTopicStopsTheConsumer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		sink *memorySink
+		want error
+	}{
+		{"positions beyond the end", &memorySink{next: map[int32]int64{0: 10}}, consumer.ErrPositionsAheadOfTopic},
+		{"another topic id", &memorySink{next: map[int32]int64{0: 1}, topicID: "id-of-the-deleted-topic"}, consumer.ErrTopicRecreated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			broker := brokerWith(t, event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2), event("a3", "cart-a", "p1", 3))
+			c, err := consumer.New(consumer.Config{
+				Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
+				FlushInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			}, tc.sink)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			if err := c.Run(ctx); !errors.Is(err, tc.want) {
+				t.Fatalf("Run = %v, want %v", err, tc.want)
+			}
+			if got := tc.sink.appliedIDs(); len(got) != 0 {
+				t.Fatalf("applied %v from a topic the store does not belong to", got)
+			}
+		})
 	}
 }

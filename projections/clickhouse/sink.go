@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
 
@@ -84,6 +85,42 @@ var refusedData = map[int32]bool{6: true, 27: true, 53: true, 69: true, 70: true
 func (s *Store) Permanent(err error) bool {
 	var ex *ch.Exception
 	return errors.As(err, &ex) && refusedData[ex.Code]
+}
+
+// BindTopic records the id of the topic the projection is built from, if
+// none is recorded yet, and returns the recorded one (the first written,
+// should two instances race).
+func (s *Store) BindTopic(ctx context.Context, topic, topicID string) (string, error) {
+	bound, err := s.boundTopic(ctx, topic)
+	if err != nil || bound != "" {
+		return bound, err
+	}
+	batch, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+s.cfg.Database+".projection_topics (topic, topic_id, bound_at)")
+	if err != nil {
+		return "", fmt.Errorf("bind topic %s: %w", topic, err)
+	}
+	if err := batch.Append(topic, topicID, time.Now().UTC()); err != nil {
+		return "", fmt.Errorf("bind topic %s: %w", topic, err)
+	}
+	if err := batch.Send(); err != nil {
+		return "", fmt.Errorf("bind topic %s: %w", topic, err)
+	}
+	return s.boundTopic(ctx, topic)
+}
+
+func (s *Store) boundTopic(ctx context.Context, topic string) (string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT topic_id FROM "+s.cfg.Database+".projection_topics WHERE topic = ? ORDER BY bound_at, topic_id LIMIT 1", topic)
+	if err != nil {
+		return "", fmt.Errorf("read the topic %s is bound to: %w", topic, err)
+	}
+	defer func() { _ = rows.Close() }()
+	var id string
+	if rows.Next() {
+		if err := rows.Scan(&id); err != nil {
+			return "", err
+		}
+	}
+	return id, rows.Err()
 }
 
 // Resume returns the offset after the highest one in the events table,

@@ -28,6 +28,21 @@ func (s *Store) Permanent(err error) bool {
 	return strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23")
 }
 
+// BindTopic records the id of the topic the projection is built from, if
+// none is recorded yet, and returns the recorded one.
+func (s *Store) BindTopic(ctx context.Context, topic, topicID string) (string, error) {
+	var bound string
+	err := s.pool.QueryRow(ctx, `WITH bound AS (
+			INSERT INTO projection_topics (topic, topic_id, bound_at) VALUES ($1, $2, now())
+			ON CONFLICT (topic) DO NOTHING RETURNING topic_id
+		)
+		SELECT topic_id FROM bound UNION ALL SELECT topic_id FROM projection_topics WHERE topic = $1`, topic, topicID).Scan(&bound)
+	if err != nil {
+		return "", fmt.Errorf("bind topic %s: %w", topic, err)
+	}
+	return bound, nil
+}
+
 // Resume returns the next offset per partition recorded with the data.
 func (s *Store) Resume(ctx context.Context, topic string, partitions []int32) (map[int32]int64, error) {
 	rows, err := s.pool.Query(ctx,

@@ -212,3 +212,7 @@ func TestEventsTheReadModelsCannotHoldAreRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestBindTopicKeepsTheFirstID(t *testing.T) {
+	kappatest.CheckBindTopic(t, open(t, kappatest.Postgres(t)))
+}
