@@ -344,7 +344,7 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 			// Shutting down: flush what was collected, with a deadline of
 			// its own, so that a restart redoes nothing.
 			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
-			err := c.flush(drainCtx, cl, c.prepare(col), blockedSince)
+			err := c.flush(drainCtx, cl, c.prepare(drainCtx, col), blockedSince)
 			cancel()
 			allow()
 			if err != nil {
@@ -356,7 +356,7 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 			allow() // the previous batch is applied and nothing is in hand
 			continue
 		}
-		b := c.prepare(col)
+		b := c.prepare(ctx, col)
 		if time.Since(blockedSince) < drainEvery {
 			inflight = c.startFlush(flushCtx, cl, b, blockedSince)
 			continue
@@ -520,9 +520,10 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 // every later record of their aggregates and of aggregates the book holds
 // open. It runs after the previous batch is applied, so that the book has
 // what that batch parked.
-func (c *Consumer) prepare(col collected) prepared {
+func (c *Consumer) prepare(ctx context.Context, col collected) prepared {
 	b := prepared{batch: col.batch, raws: col.raws}
 	parkedInBatch := map[string]string{} // aggregate -> origin position of its first parked record
+	bookCurrent := false
 	for i, r := range col.raws {
 		aggregate := string(r.Key)
 		if err, bad := col.undecodable[i]; bad {
@@ -536,6 +537,18 @@ func (c *Consumer) prepare(col collected) prepared {
 			continue // outcomes change no aggregate's read model; they flow
 		}
 		behind, inBatch := parkedInBatch[aggregate]
+		if _, ok := c.book.FirstOpen(aggregate); ok && !inBatch && !bookCurrent {
+			// The entry may have been redriven or discarded a moment ago;
+			// parking behind it now would strand this record. Read the
+			// dead-letter topic to its end first (rare: only when an
+			// aggregate is parked). Failing that, parking keeps the order.
+			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := c.book.WaitCaughtUp(waitCtx, c.cfg.Brokers, c.cfg.DeadLetterTopic); err != nil {
+				c.log.Warn("read the dead-letter topic to its end before parking", "err", err)
+			}
+			cancel()
+			bookCurrent = true
+		}
 		if entry, ok := c.book.FirstOpen(aggregate); ok && !inBatch {
 			behind, inBatch = entry.Origin.String(), true
 		}
