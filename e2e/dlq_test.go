@@ -15,7 +15,6 @@ import (
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/kafkaenv"
 	"github.com/kappa-cqrs/kappa/kappatest"
-	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/roles"
 	"github.com/kappa-cqrs/kappa/schemas"
@@ -125,11 +124,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(map[string]int64{"p1": 2, "p2": 1, "p3": 1}) {
 		t.Fatalf("dlq-a after redrive: %+v", cart)
 	}
-	chStore, err := clickhouse.Open(t.Context(), ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer chStore.Close()
+	chStore := openClickHouse(t, ch)
 	sys.eventually(t, func() bool {
 		var n, distinct uint64
 		err := chStore.Conn().QueryRow(t.Context(), "SELECT count(), uniqExact(event_id) FROM "+ch.Database+".events WHERE aggregate_id = 'dlq-a'").Scan(&n, &distinct)
@@ -181,11 +176,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 	if _, err := reads.Cart(t.Context(), "cv-x"); !errors.Is(err, postgres.ErrNotFound) {
 		t.Errorf("cv-x reached Postgres although its first event was refused: %v", err)
 	}
-	chStore, err := clickhouse.Open(t.Context(), ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer chStore.Close()
+	chStore := openClickHouse(t, ch)
 	sys.eventually(t, func() bool {
 		var n uint64
 		err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events WHERE aggregate_id = 'cv-x'").Scan(&n)

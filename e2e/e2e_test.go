@@ -493,11 +493,7 @@ func waitForProjections(t *testing.T, s *system, m *model, pg postgres.Config, c
 		}
 		return nil
 	})
-	store, err := clickhouse.Open(t.Context(), ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openClickHouse(t, ch)
 	kappatest.Eventually(t, 90*time.Second, 100*time.Millisecond, func() error {
 		var n uint64
 		if err := store.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events").Scan(&n); err != nil {
@@ -569,11 +565,7 @@ func assertPostgres(t *testing.T, s *system, m *model) {
 
 func assertClickHouse(t *testing.T, ch clickhouse.Config, m *model) {
 	t.Helper()
-	store, err := clickhouse.Open(t.Context(), ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := openClickHouse(t, ch)
 	db := ch.Database
 	query := func(q string) uint64 {
 		var n uint64
@@ -612,4 +604,15 @@ func assertClickHouse(t *testing.T, ch clickhouse.Config, m *model) {
 	if int(published) != m.events["article.published"] {
 		t.Errorf("articles_per_author_day: %d, want %d", published, m.events["article.published"])
 	}
+}
+
+// openClickHouse opens a store on the test's database, closed with the test.
+func openClickHouse(t *testing.T, cfg clickhouse.Config) *clickhouse.Store {
+	t.Helper()
+	s, err := clickhouse.Open(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }

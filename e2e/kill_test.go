@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kappatest"
-	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 )
 
@@ -88,11 +87,7 @@ func TestKilledProjectorsResumeExactly(t *testing.T) {
 	procs.start("clickhouse")
 	procs.start("postgres")
 
-	chStore, err := clickhouse.Open(t.Context(), ch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer chStore.Close()
+	chStore := openClickHouse(t, ch)
 	pgStore, err := postgres.Open(t.Context(), pg)
 	if err != nil {
 		t.Fatal(err)

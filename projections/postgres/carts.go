@@ -32,8 +32,6 @@ func (c lineChange) then(next lineChange) lineChange {
 	return out
 }
 
-func (c lineChange) applyTo(quantity int64) int64 { return max(quantity+c.delta, c.floor) }
-
 func added(quantity, price int64) lineChange {
 	return lineChange{delta: quantity, price: &price}
 }

@@ -32,7 +32,7 @@ func TestLineChangesComposeLikeSequentialApplication(t *testing.T) {
 				folded = folded.then(c)
 			}
 		}
-		if got := folded.applyTo(start); got != quantity {
+		if got := max(start+folded.delta, folded.floor); got != quantity {
 			t.Fatalf("from %d: folded %+v gives %d, sequential %d", start, folded, got, quantity)
 		}
 		if hasPrice != (folded.price != nil) || (hasPrice && *folded.price != price) {
