@@ -177,7 +177,7 @@ func lockCarts(ctx context.Context, tx pgx.Tx, records []schemas.Record) (map[st
 	q.Queue(`INSERT INTO carts (id, status, version, updated_at)
 		SELECT id, 'open', 0, at FROM unnest($1::text[], $2::timestamptz[]) AS t(id, at)
 		ON CONFLICT (id) DO NOTHING`, ids, firstAt)
-	q.Queue(`SELECT id, version FROM carts WHERE id = ANY($1) ORDER BY id FOR UPDATE`, ids).Query(func(rows pgx.Rows) error {
+	q.Queue(lockCartsQuery, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var v int64
 		_, err := pgx.ForEachRow(rows, []any{&id, &v}, func() error {
@@ -191,6 +191,10 @@ func lockCarts(ctx context.Context, tx pgx.Tx, records []schemas.Record) (map[st
 	}
 	return versions, nil
 }
+
+// lockCartsQuery locks the given carts in id order, so that concurrent
+// writers never deadlock, and returns their versions.
+const lockCartsQuery = `SELECT id, version FROM carts WHERE id = ANY($1) ORDER BY id FOR UPDATE`
 
 // updateCarts sets what a batch changed on each cart it touched.
 const updateCarts = `UPDATE carts k SET status = CASE WHEN t.customer_id IS NULL THEN k.status ELSE 'checked_out' END,

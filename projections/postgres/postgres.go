@@ -82,6 +82,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pc.MaxConns = cfg.MaxConns
 	pc.ConnConfig.RuntimeParams["search_path"] = cfg.Schema
+	if _, set := pc.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		// The projection's statements take whole batches as arrays, and
+		// pgx prepares them. A generic plan made while a table was new and
+		// empty stays a sequential scan that tests every row against every
+		// array element (id = ANY($1) is hashed only for a known array),
+		// so a batch took seconds once the table had grown: plan each
+		// execution with its actual arrays instead.
+		pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("connect to postgres: %w", err)
