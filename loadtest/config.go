@@ -99,7 +99,8 @@ type Config struct {
 	BatchSize int `json:"batch_size"`
 	// Mix of command kinds. Default 50/10/5/15/15/5.
 	Mix Mix `json:"mix"`
-	// Carts and Articles size the key space. Default 10000 and 2000.
+	// Carts and Articles size the live key space (see generator). Default
+	// 10000 and 2000.
 	Carts    int `json:"carts"`
 	Articles int `json:"articles"`
 	// Zipf > 1 skews keys with that exponent; 0 picks keys uniformly.

@@ -2,12 +2,16 @@ package loadtest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kappa-cqrs/kappa/producer/aggregate"
+	"github.com/kappa-cqrs/kappa/schemas"
 )
 
 func TestParseSteps(t *testing.T) {
@@ -67,6 +71,64 @@ func TestGeneratorIsRepeatableAndFollowsTheMix(t *testing.T) {
 	}
 	if invalid < 900 || invalid > 1100 {
 		t.Errorf("%d of 2000 invalid, want about half", invalid)
+	}
+}
+
+// The default workload keeps writing events for the whole run: decided by
+// the real aggregate, most valid commands are accepted, also long after
+// every cart slot has seen a checkout.
+func TestDefaultWorkloadKeepsProducingEvents(t *testing.T) {
+	cfg := Config{Carts: 200, Articles: 50}
+	cfg.setDefaults()
+	gen := newGenerator(cfg, "ltx-")
+	states := map[string]*aggregate.State{}
+	const commands = 40000 // 100 checkouts per cart slot
+	var valid, accepted, lateValid, lateAccepted, events int
+	for i := range commands {
+		body, invalid := gen.next()
+		var req schemas.CommandRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			t.Fatalf("command %d is not JSON: %v", i, err)
+		}
+		cmd, err := schemas.ValidateCommand(req)
+		if invalid != (err != nil) {
+			t.Fatalf("command %d: meant invalid %v, validation error %v: %s", i, invalid, err, body)
+		}
+		if invalid {
+			continue
+		}
+		st, ok := states[req.AggregateID]
+		if !ok {
+			st = &aggregate.State{}
+			states[req.AggregateID] = st
+		}
+		decided, rejection := aggregate.Decide(st, req.AggregateID, cmd)
+		late := i >= commands/2
+		valid++
+		if late {
+			lateValid++
+		}
+		if rejection != nil {
+			continue
+		}
+		accepted++
+		if late {
+			lateAccepted++
+		}
+		for _, e := range decided {
+			aggregate.Apply(st, e)
+			events++
+		}
+	}
+	if share := float64(accepted) / float64(valid); share < 0.7 {
+		t.Errorf("%d of %d valid commands accepted (%.0f%%), want at least 70%%", accepted, valid, 100*share)
+	}
+	if share := float64(lateAccepted) / float64(lateValid); share < 0.7 {
+		t.Errorf("second half: %d of %d valid commands accepted (%.0f%%), want at least 70%%", lateAccepted, lateValid, 100*share)
+	}
+	t.Logf("accepted %d of %d valid, %d of %d in the second half, %d events", accepted, valid, lateAccepted, lateValid, events)
+	if events < accepted {
+		t.Errorf("%d events for %d accepted commands", events, accepted)
 	}
 }
 

@@ -9,6 +9,13 @@ import (
 // generator makes the command sequence of a run: deterministic for a seed,
 // with every aggregate id under the run's prefix so that the correctness
 // check can tell this run's data from anything else in the stores.
+//
+// Carts and Articles size the live key space, as in a shop: a cart slot
+// holds one open cart until a checkout is sent for it, then a new cart
+// takes the slot; publishing puts a new article into its slot, and updates
+// go to the slot's latest article. Without that, every cart would be
+// checked out within seconds and the rest of a run would be refusals that
+// write no events.
 type generator struct {
 	prefix   string
 	rng      *rand.Rand
@@ -16,6 +23,9 @@ type generator struct {
 	articles func() int
 	weights  []int
 	n        int
+
+	cartGeneration    []int
+	articleGeneration []int
 }
 
 const (
@@ -39,7 +49,8 @@ func newGenerator(cfg Config, prefix string) *generator {
 	m := cfg.Mix
 	return &generator{
 		prefix: prefix, rng: rng, carts: pick(cfg.Carts), articles: pick(cfg.Articles),
-		weights: []int{m.AddProduct, m.RemoveProduct, m.Checkout, m.Publish, m.Update, m.Invalid},
+		weights:        []int{m.AddProduct, m.RemoveProduct, m.Checkout, m.Publish, m.Update, m.Invalid},
+		cartGeneration: make([]int, cfg.Carts), articleGeneration: make([]int, cfg.Articles),
 	}
 }
 
@@ -63,12 +74,18 @@ func (g *generator) kind() int {
 func (g *generator) next() ([]byte, bool) {
 	g.n++
 	product := g.rng.Intn(50)
-	cart := g.prefix + "cart-" + strconv.Itoa(g.carts())
-	article := g.prefix + "article-" + strconv.Itoa(g.articles())
-	switch g.kind() {
+	cartSlot, articleSlot := g.carts(), g.articles()
+	kind := g.kind()
+	if kind == kindPublish {
+		g.articleGeneration[articleSlot]++
+	}
+	cart := g.prefix + "cart-" + strconv.Itoa(cartSlot) + "-" + strconv.Itoa(g.cartGeneration[cartSlot])
+	article := g.prefix + "article-" + strconv.Itoa(articleSlot) + "-" + strconv.Itoa(g.articleGeneration[articleSlot])
+	switch kind {
 	case kindRemove:
 		return fmt.Appendf(nil, `{"type":"cart.remove_product","aggregate_id":%q,"data":{"product_id":"p%d","quantity":1}}`, cart, product), false
 	case kindCheckout:
+		g.cartGeneration[cartSlot]++
 		return fmt.Appendf(nil, `{"type":"cart.checkout","aggregate_id":%q,"data":{"customer_id":"customer-%d"}}`, cart, g.rng.Intn(500)), false
 	case kindPublish:
 		return fmt.Appendf(nil, `{"type":"article.publish","aggregate_id":%q,"data":{"author_id":"author-%d","title":"title %d","body":"body","tags":["t%d"]}}`,

@@ -158,8 +158,8 @@ type loadtestCmd struct {
 	Connections    int           `default:"32" help:"Concurrent requests."`
 	BatchSize      int           `default:"1" help:"Commands per request; above 1 uses POST /v1/commands:batch."`
 	Mix            string        `default:"add=50,remove=10,checkout=5,publish=15,update=15,invalid=5" help:"Weights of the command kinds; invalid ones must be refused (422)."`
-	Carts          int           `default:"10000" help:"Carts in the key space."`
-	Articles       int           `default:"2000" help:"Articles in the key space."`
+	Carts          int           `default:"10000" help:"Open carts at any time; a checkout frees its slot for a new cart."`
+	Articles       int           `default:"2000" help:"Article slots; a publish puts a new article into its slot, updates go to the latest."`
 	Zipf           float64       `default:"0" help:"Key skew: a Zipf exponent above 1, or 0 for uniform keys."`
 	Seed           uint64        `default:"1" help:"Seed of the command sequence."`
 	FreshnessEvery int           `default:"20" help:"Measure freshness for one command in this many."`
