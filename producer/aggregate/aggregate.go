@@ -161,27 +161,21 @@ func Apply(s *State, event any) {
 	}
 }
 
-// Clone returns a deep copy, so a decision inside an uncommitted transaction
-// can be thrown away.
-func (s *State) Clone() *State {
-	c := &State{Version: s.Version}
-	if s.Article != nil {
-		a := *s.Article
-		c.Article = &a
+// Retire drops what a state no longer needs for deciding: a checked-out
+// cart refuses every command, so its lines go. A processor keeps every
+// aggregate it owns in memory, and most carts end checked out.
+func Retire(s *State) {
+	if s.Cart != nil && s.Cart.CheckedOut {
+		s.Cart = &Cart{CheckedOut: true}
 	}
-	if s.Cart != nil {
-		cart := &Cart{CheckedOut: s.Cart.CheckedOut, Lines: make(map[string]Line, len(s.Cart.Lines)), order: append([]string(nil), s.Cart.order...)}
-		for k, v := range s.Cart.Lines {
-			cart.Lines[k] = v
-		}
-		c.Cart = cart
-	}
-	return c
 }
 
 func (s *State) cart() *Cart {
 	if s.Cart == nil {
-		s.Cart = &Cart{Lines: map[string]Line{}}
+		s.Cart = &Cart{}
+	}
+	if s.Cart.Lines == nil {
+		s.Cart.Lines = map[string]Line{}
 	}
 	return s.Cart
 }
