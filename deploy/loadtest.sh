@@ -13,7 +13,7 @@ LOGS="$ROOT/.stack/loadtest-logs/$RUN"
 mkdir -p "$LOGS"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN"
 export KAPPA_PARTITIONS="${KAPPA_PARTITIONS:-6}" KAPPA_LOG_LEVEL=warn
-HTTP=127.0.0.1:18080 OPS_CH=127.0.0.1:19191 OPS_PG=127.0.0.1:19192 OPS_PROC=127.0.0.1:19193
+HTTP=127.0.0.1:18080 OPS_CH=127.0.0.1:19191 OPS_PG=127.0.0.1:19192 OPS_PROC=127.0.0.1:19193 OPS_INGEST=127.0.0.1:19194
 
 pids=()
 cleanup() {
@@ -26,7 +26,7 @@ trap cleanup EXIT
 KAPPA_OPS_ADDR=$OPS_PROC ./kappa process >"$LOGS/process.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_CH ./kappa project clickhouse >"$LOGS/clickhouse.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_PG ./kappa project postgres >"$LOGS/postgres.log" 2>&1 & pids+=($!)
-./kappa ingest --http-addr "$HTTP" >"$LOGS/ingest.log" 2>&1 & pids+=($!)
+KAPPA_OPS_ADDR=$OPS_INGEST ./kappa ingest --http-addr "$HTTP" >"$LOGS/ingest.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 150); do
   curl -sf "http://$HTTP/readyz" >/dev/null && curl -sf "http://$OPS_CH/readyz" >/dev/null && curl -sf "http://$OPS_PG/readyz" >/dev/null && break
   sleep 0.2

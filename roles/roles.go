@@ -51,8 +51,9 @@ type Config struct {
 
 	// HTTPAddr is where ingest listens. Default ":8080".
 	HTTPAddr string
-	// OpsAddr is where process and project roles serve /healthz, /readyz
-	// and /metrics; empty serves nothing. Ingest serves them on HTTPAddr.
+	// OpsAddr is where a role serves /healthz, /readyz, /metrics and
+	// /debug/pprof; empty serves nothing. Ingest also serves /metrics on
+	// HTTPAddr.
 	OpsAddr string
 	// Registry receives every role's metrics. Default: a new registry per
 	// role, served by that role.
@@ -197,6 +198,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pub.RunOutcomes(gctx) })
+	g.Go(func() error { return serveOps(gctx, cfg, reg, pub.Ready) })
 	g.Go(func() error { return purgeIdempotencyKeys(gctx, reads, cfg.IdempotencyWindow, cfg.Logger) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {

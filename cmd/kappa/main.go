@@ -290,6 +290,7 @@ type ingestCmd struct {
 	postgresFlags
 	httpFlags
 	idempotencyFlags
+	opsFlags
 }
 
 type processCmd struct {
@@ -352,6 +353,7 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.postgresFlags.apply(&cfg)
 	c.httpFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
+	c.opsFlags.apply(&cfg)
 	return roles.Ingest(ctx, cfg)
 }
 

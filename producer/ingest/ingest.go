@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -97,6 +98,7 @@ type Publisher struct {
 	log      *slog.Logger
 	producer *kgo.Client
 	watchers sync.Map // command id -> chan schemas.Outcome
+	watching atomic.Int64
 }
 
 // New connects a Publisher. It does not wait for Kafka to be reachable.
@@ -206,6 +208,7 @@ func (p *Publisher) Ready(ctx context.Context) error {
 // published, so that no outcome can slip past.
 func (p *Publisher) watch(ids []string) *watch {
 	w := &watch{p: p, ids: ids, ch: make(chan schemas.Outcome, len(ids))}
+	p.watching.Add(1)
 	for _, id := range ids {
 		p.watchers.Store(id, w.ch)
 	}
@@ -236,6 +239,7 @@ func (w *watch) close() {
 	for _, id := range w.ids {
 		w.p.watchers.Delete(id)
 	}
+	w.p.watching.Add(-1)
 }
 
 // RunOutcomes follows the outcomes topic from its end and hands outcomes to
@@ -260,6 +264,16 @@ func (p *Publisher) RunOutcomes(ctx context.Context) error {
 			p.log.Warn("fetch outcomes", "topic", topic, "partition", partition, "err", err)
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
+			// Most commands are sent without waiting for their outcome:
+			// decode only what a watcher asked for.
+			if p.watching.Load() == 0 {
+				return
+			}
+			if id, ok := commandIDOf(r); ok {
+				if _, watched := p.watchers.Load(id); !watched {
+					return
+				}
+			}
 			o, err := schemas.DecodeOutcome(r.Value)
 			if err != nil {
 				p.log.Warn("skip undecodable outcome", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
@@ -273,4 +287,14 @@ func (p *Publisher) RunOutcomes(ctx context.Context) error {
 			}
 		})
 	}
+}
+
+// commandIDOf reads the command id header of an outcome record.
+func commandIDOf(r *kgo.Record) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == schemas.HeaderCommandID {
+			return string(h.Value), true
+		}
+	}
+	return "", false
 }
