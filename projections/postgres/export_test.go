@@ -7,3 +7,5 @@ import "github.com/jackc/pgx/v5/pgxpool"
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 const LockCartsQuery = lockCartsQuery
+
+const UpdateCartsQuery = updateCarts

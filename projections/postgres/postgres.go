@@ -63,6 +63,24 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// plannerSettings are session settings for the store's connections, unless
+// the URL sets them. The projection's statements take whole batches as
+// arrays and touch a few hundred rows of tables that keep growing.
+var plannerSettings = map[string]string{
+	// pgx prepares statements, and Postgres switched the cart lock to a
+	// generic plan costed for the empty table it first met: a sequential
+	// scan testing every row against every id of the batch (id = ANY($1)
+	// is hashed only for a known array), a second per batch once the
+	// table had grown. Plan each execution with its actual arrays.
+	"plan_cache_mode": "force_custom_plan",
+	// With the default 4, joining a batch of 200 ids to carts by key was
+	// planned as a hash join over a sequential scan of the whole table, a
+	// cost that grows with the table; the tables a projection writes are
+	// read from memory, where random reads cost about as much as
+	// sequential ones.
+	"random_page_cost": "1.1",
+}
+
 // Store is a connection pool to Kappa's Postgres schema.
 type Store struct {
 	cfg  Config
@@ -82,14 +100,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	pc.MaxConns = cfg.MaxConns
 	pc.ConnConfig.RuntimeParams["search_path"] = cfg.Schema
-	if _, set := pc.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
-		// The projection's statements take whole batches as arrays, and
-		// pgx prepares them. A generic plan made while a table was new and
-		// empty stays a sequential scan that tests every row against every
-		// array element (id = ANY($1) is hashed only for a known array),
-		// so a batch took seconds once the table had grown: plan each
-		// execution with its actual arrays instead.
-		pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	for name, value := range plannerSettings {
+		if _, set := pc.ConnConfig.RuntimeParams[name]; !set {
+			pc.ConnConfig.RuntimeParams[name] = value
+		}
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
