@@ -190,14 +190,15 @@ func planRecords(ctx context.Context, tx pgx.Tx, records []schemas.Record) (*pgx
 // already and are skipped, so an event older than the row is a no-op even
 // if positions were lost. The rest is folded into a fixed number of
 // set-based statements (two for lines, one for carts, one for orders, one
-// for command outcomes), so the statement count does not grow with the batch;
-// only article events, which are rare, get a statement each.
+// for command outcomes, two per round of article events), so the statement
+// count does not grow with the batch.
 func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx.Batch, error) {
 	var (
 		carts    cartsTouched
 		lines    lineChanges
 		orders   orderRows
 		outcomes outcomeRows
+		articles articleRounds
 		q        = &pgx.Batch{}
 	)
 	for _, r := range records {
@@ -230,12 +231,13 @@ func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx
 			carts.checkedOut(e.AggregateID, p.CustomerID)
 			err = orders.add(e, p)
 		default:
-			err = queueArticleEvent(q, r)
+			err = articles.add(r)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("map %s at %s/%s: %w", e.Type, r.Topic, r.Position, err)
 		}
 	}
+	articles.queue(q)
 	growing, other := lines.split()
 	if len(growing.carts) > 0 {
 		q.Queue(growLines, growing.carts, growing.products, growing.deltas, growing.prices)
@@ -284,34 +286,6 @@ func (o *orderRows) add(e schemas.Envelope, p schemas.CartCheckedOutV1) error {
 	}
 	o.ids, o.carts, o.customers = append(o.ids, p.OrderID), append(o.carts, e.AggregateID), append(o.customers, p.CustomerID)
 	o.lines, o.totals, o.placedAt = append(o.lines, string(lines)), append(o.totals, p.TotalCents), append(o.placedAt, e.Time)
-	return nil
-}
-
-// queueArticleEvent queues the statement of an article event, guarded by
-// the article's version.
-func queueArticleEvent(q *pgx.Batch, r schemas.Record) error {
-	e := r.Envelope
-	v := e.AggregateVersion
-	switch p := r.Payload.(type) {
-	case schemas.ArticlePublishedV1:
-		q.Queue(`INSERT INTO articles (id, author_id, title, body, tags, version, published_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
-			ON CONFLICT (id) DO UPDATE SET author_id = EXCLUDED.author_id, title = EXCLUDED.title, body = EXCLUDED.body,
-				tags = EXCLUDED.tags, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at
-			WHERE articles.version < EXCLUDED.version`,
-			e.AggregateID, p.AuthorID, p.Title, p.Body, nonNilTags(p.Tags), v, e.Time)
-	case schemas.ArticleUpdatedV1:
-		var tags []string
-		if p.Tags != nil {
-			tags = nonNilTags(*p.Tags)
-		}
-		q.Queue(`UPDATE articles SET title = coalesce($2, title), body = coalesce($3, body), tags = coalesce($4, tags),
-				version = $5, updated_at = $6
-			WHERE id = $1 AND version < $5`,
-			e.AggregateID, p.Title, p.Body, tags, v, e.Time)
-	default:
-		return fmt.Errorf("no mapping for %T", p)
-	}
 	return nil
 }
 
