@@ -84,8 +84,9 @@ func (m *Projection) DeadLettered(n int) { m.deadLettered.Add(float64(n)) }
 // Processor observes the command processors; it implements
 // processor.Observer.
 type Processor struct {
-	commands *prometheus.CounterVec
-	aborted  prometheus.Counter
+	commands  *prometheus.CounterVec
+	committed prometheus.Counter
+	aborted   prometheus.Counter
 }
 
 // NewProcessor registers the processors' metrics.
@@ -93,15 +94,18 @@ func NewProcessor(reg prometheus.Registerer) *Processor {
 	m := &Processor{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_processor_commands_total",
 			Help: "Commands decided, by outcome: accepted, rejected, or duplicate (a retry answered with the first outcome)."}, []string{"outcome"}),
+		committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_transactions_committed_total",
+			Help: "Transactions committed; each writes a marker to every partition it touched."}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_transactions_aborted_total",
 			Help: "Transactions aborted; their commands are decided again."}),
 	}
-	reg.MustRegister(m.commands, m.aborted)
+	reg.MustRegister(m.commands, m.committed, m.aborted)
 	return m
 }
 
 // Committed records the commands of a committed transaction.
 func (m *Processor) Committed(accepted, rejected, duplicates int) {
+	m.committed.Inc()
 	m.commands.WithLabelValues("accepted").Add(float64(accepted))
 	m.commands.WithLabelValues("rejected").Add(float64(rejected))
 	m.commands.WithLabelValues("duplicate").Add(float64(duplicates))
