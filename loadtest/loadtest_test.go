@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -139,6 +140,7 @@ kappa_projection_commands_through{partition="0",projection="postgres"} 41
 kappa_projection_commands_through{partition="3",projection="clickhouse"} 1.2e+06
 kappa_projection_applied_records_total{projection="postgres"} 9
 process_resident_memory_bytes 1.572864e+08
+process_cpu_seconds_total 12.5
 `)
 	}))
 	defer srv.Close()
@@ -147,8 +149,18 @@ process_resident_memory_bytes 1.572864e+08
 	if got["postgres"][0] != 41 || got["clickhouse"][3] != 1_200_000 || len(got) != 2 {
 		t.Fatalf("progress = %v", got)
 	}
-	if want := (processMemory{rssMiB: 150, role: "projector clickhouse + projector postgres"}); m != want {
+	if want := (processMemory{rssMiB: 150, cpuSeconds: 12.5, role: "projector clickhouse + projector postgres"}); m != want {
 		t.Fatalf("memory = %+v, want %+v", m, want)
+	}
+}
+
+func TestCPUUsedIsTheDifferenceByRole(t *testing.T) {
+	before := map[string]processMemory{"a": {cpuSeconds: 10, role: "ingest"}, "b": {cpuSeconds: 3}, "c": {}}
+	after := map[string]processMemory{"a": {cpuSeconds: 14.5, role: "ingest"}, "b": {cpuSeconds: 5}, "c": {}, "d": {cpuSeconds: 9}}
+	got := cpuUsed(before, after)
+	// "c" reports no CPU time and "d" was not read before the load.
+	if want := map[string]float64{"ingest": 4.5, "b": 2}; !maps.Equal(got, want) {
+		t.Fatalf("cpuUsed = %v, want %v", got, want)
 	}
 }
 

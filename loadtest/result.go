@@ -77,6 +77,9 @@ type Result struct {
 	// PeakRSSMiB is the highest resident memory seen per process, read
 	// from process_resident_memory_bytes on the metrics endpoints.
 	PeakRSSMiB map[string]float64 `json:"peak_rss_mib"`
+	// CPUSeconds is the CPU time each process used during the load, from
+	// process_cpu_seconds_total read before and after it.
+	CPUSeconds map[string]float64 `json:"cpu_seconds"`
 	Seconds    []Second           `json:"seconds"`
 	Checks     []Check            `json:"checks"`
 	Passed     bool               `json:"passed"`
@@ -135,6 +138,11 @@ func (res *Result) Summary() string {
 	}
 	for _, process := range slices.Sorted(maps.Keys(res.PeakRSSMiB)) {
 		fmt.Fprintf(&b, "peak RSS %-29s %.0f MiB\n", process, res.PeakRSSMiB[process])
+	}
+	for _, process := range slices.Sorted(maps.Keys(res.CPUSeconds)) {
+		cpu := res.CPUSeconds[process]
+		fmt.Fprintf(&b, "CPU %-34s %.1f s (%.1f%% of a core; %.1f ms per 1,000 acknowledged commands)\n",
+			process, cpu, 100*cpu/res.Duration, 1e6*cpu/float64(max(1, res.Acked)))
 	}
 	fmt.Fprintf(&b, "projections caught up: %v\n", res.CaughtUp)
 	for _, c := range res.Checks {

@@ -140,13 +140,19 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	go rec.progress(progressCtx, cfg)
 
 	ingestMetrics := cfg.Target + "/metrics"
+	processes := cfg.MetricsURLs
+	if !slices.Contains(processes, ingestMetrics) {
+		processes = append(slices.Clip(processes), ingestMetrics)
+	}
 	serverBefore := readServerLatency(ctx, client, ingestMetrics)
+	cpuBefore := readProcesses(ctx, client, processes)
 	schedule(ctx, cfg, start, gen, jobs)
 	close(jobs)
 	workers.Wait()
 	loadEnd := time.Now()
 	stopProgress()
 	serverAfter := readServerLatency(ctx, client, ingestMetrics)
+	cpuAfter := readProcesses(ctx, client, processes)
 
 	caughtUp := rec.waitCaughtUp(ctx, cfg.CatchUpTimeout)
 	stopScraping()
@@ -154,6 +160,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 	res := rec.result(cfg, runID, loadEnd.Sub(start), caughtUp)
 	res.IngestAck = serverPercentiles(serverBefore, serverAfter)
+	res.CPUSeconds = cpuUsed(cpuBefore, cpuAfter)
 	if cfg.PostgresURL != "" && cfg.ClickHouseAddr != "" {
 		res.Checks = verify(ctx, cfg, prefix, rec)
 	}
@@ -365,15 +372,45 @@ func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) 
 const (
 	throughMetric   = "kappa_projection_commands_through{"
 	rssMetric       = "process_resident_memory_bytes "
+	cpuMetric       = "process_cpu_seconds_total "
 	processorMetric = "kappa_processor_commands_total"
 	httpMetric      = "kappa_http_requests_total"
 )
 
-// processMemory is the resident memory of the process behind a metrics
-// endpoint, and the role its metrics show ("" until they show one).
+// processMemory is the resident memory and the CPU time so far of the
+// process behind a metrics endpoint, and the role its metrics show (""
+// until they show one).
 type processMemory struct {
-	rssMiB float64
-	role   string
+	rssMiB     float64
+	cpuSeconds float64
+	role       string
+}
+
+// readProcesses reads the processes behind metrics endpoints, by endpoint.
+func readProcesses(ctx context.Context, client *http.Client, urls []string) map[string]processMemory {
+	out := make(map[string]processMemory, len(urls))
+	for _, url := range urls {
+		out[url] = readMetrics(ctx, client, url, map[string]map[int32]int64{})
+	}
+	return out
+}
+
+// cpuUsed is the CPU time each process used between two readings, by role;
+// processes that do not report CPU time are left out.
+func cpuUsed(before, after map[string]processMemory) map[string]float64 {
+	used := map[string]float64{}
+	for url, a := range after {
+		b, ok := before[url]
+		if !ok || a.cpuSeconds == 0 {
+			continue
+		}
+		name := a.role
+		if name == "" {
+			name = url
+		}
+		used[name] = a.cpuSeconds - b.cpuSeconds
+	}
+	return used
 }
 
 // readMetrics reads a metrics endpoint: the projections' progress into
@@ -398,6 +435,8 @@ func readMetrics(ctx context.Context, client *http.Client, url string, through m
 		case strings.HasPrefix(line, rssMetric):
 			bytes, _ := strconv.ParseFloat(strings.TrimSpace(line[len(rssMetric):]), 64)
 			m.rssMiB = bytes / (1 << 20)
+		case strings.HasPrefix(line, cpuMetric):
+			m.cpuSeconds, _ = strconv.ParseFloat(strings.TrimSpace(line[len(cpuMetric):]), 64)
 		case strings.HasPrefix(line, processorMetric):
 			roles["processor"] = true
 		case strings.HasPrefix(line, httpMetric):
