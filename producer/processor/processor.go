@@ -36,6 +36,9 @@ import (
 // the same command always yields the same event ids.
 var eventIDSpace = uuid.MustParse("6f1c3a52-8d0e-4b8a-9a43-2f0b1c7e5d10")
 
+// slowTransaction is how long a transaction may take before it is logged.
+const slowTransaction = 300 * time.Millisecond
+
 // Observer receives what a Processor decides; metrics plug in here.
 type Observer interface {
 	// Committed reports the commands of a committed transaction.
@@ -245,6 +248,7 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		}
 		return nil
 	}
+	began := time.Now()
 	if err := sess.Begin(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
@@ -252,7 +256,14 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 	if err != nil {
 		p.log.Error("produce decisions; aborting transaction", "err", err)
 	}
+	decided := time.Now()
 	committed, endErr := sess.End(ctx, kgo.TransactionEndTry(err == nil))
+	if took := time.Since(began); took > slowTransaction {
+		// Every decision of the batch waits for this; it shows in both
+		// projections' freshness at once.
+		p.log.Warn("slow transaction", "commands", len(records), "took", took,
+			"decide_and_produce", decided.Sub(began), "end", time.Since(decided))
+	}
 	if endErr != nil || !committed {
 		// The decisions changed the in-memory state as they were made; it
 		// is only right if they were committed, so drop all of it. The
