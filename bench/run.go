@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/hostcpu"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/topics"
 )
@@ -98,42 +97,11 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-// serverCPU sums the CPU seconds of every clickhouse-server and postgres
+// serverCPU sums the CPU seconds of every ClickHouse and Postgres
 // process now running.
 func serverCPU() float64 {
-	entries, _ := os.ReadDir("/proc")
-	ticks := 100.0 // USER_HZ on Linux
-	var total float64
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || closing < open {
-			continue
-		}
-		name := s[open+1 : closing]
-		if !strings.HasPrefix(name, "clickhouse") && name != "postgres" {
-			continue
-		}
-		fields := strings.Fields(s[closing+2:])
-		if len(fields) < 15 {
-			continue
-		}
-		// utime, stime, and cutime, cstime: a Postgres backend that exits
-		// (the case's connections close when it ends) is counted by the
-		// postmaster that reaps it.
-		for _, f := range fields[11:15] {
-			t, _ := strconv.ParseFloat(f, 64)
-			total += t / ticks
-		}
-	}
-	return total
+	servers := hostcpu.Servers()
+	return servers[hostcpu.ClickHouse] + servers[hostcpu.Postgres]
 }
 
 // Markdown renders the results and their ratios to the brief's baselines.

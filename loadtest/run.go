@@ -19,6 +19,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/segmentio/encoding/json"
 
+	"github.com/kappa-cqrs/kappa/hostcpu"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -146,6 +147,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	serverBefore := readServerLatency(ctx, client, ingestMetrics)
 	cpuBefore := readProcesses(ctx, client, processes)
+	serversBefore := hostcpu.Servers()
 	schedule(ctx, cfg, start, gen, jobs)
 	close(jobs)
 	workers.Wait()
@@ -153,6 +155,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	stopProgress()
 	serverAfter := readServerLatency(ctx, client, ingestMetrics)
 	cpuAfter := readProcesses(ctx, client, processes)
+	serversAfter := hostcpu.Servers()
 
 	caughtUp := rec.waitCaughtUp(ctx, cfg.CatchUpTimeout)
 	stopScraping()
@@ -161,6 +164,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := rec.result(cfg, runID, loadEnd.Sub(start), caughtUp)
 	res.IngestAck = serverPercentiles(serverBefore, serverAfter)
 	res.CPUSeconds = cpuUsed(cpuBefore, cpuAfter)
+	for server, after := range serversAfter {
+		if used := after - serversBefore[server]; used > 0 {
+			res.CPUSeconds["server "+server+" (this machine)"] = used
+		}
+	}
 	if cfg.PostgresURL != "" && cfg.ClickHouseAddr != "" {
 		res.Checks = verify(ctx, cfg, prefix, rec)
 	}
