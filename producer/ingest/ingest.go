@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kafkaenv"
@@ -37,6 +38,9 @@ type Config struct {
 	// acknowledgement before the caller is told it is unavailable.
 	// Default 5s.
 	ProduceTimeout time.Duration
+	// FollowIdle is how long the outcomes topic is still read after the
+	// last request that waited for outcomes. Default 1s.
+	FollowIdle time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -49,6 +53,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ProduceTimeout == 0 {
 		c.ProduceTimeout = 5 * time.Second
+	}
+	if c.FollowIdle == 0 {
+		c.FollowIdle = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -99,6 +106,15 @@ type Publisher struct {
 	producer *kgo.Client
 	watchers sync.Map // command id -> chan schemas.Outcome
 	watching atomic.Int64
+
+	// The outcomes topic is read only while requests wait for outcomes:
+	// reading every outcome cost the ingest a quarter of its CPU. follow
+	// guards outcomes, the consumer while there is one; wake tells
+	// RunOutcomes that there is one again.
+	follow     sync.Mutex
+	outcomes   *kgo.Client
+	lastWaiter time.Time
+	wake       chan struct{}
 }
 
 // New connects a Publisher. It does not wait for Kafka to be reachable.
@@ -117,11 +133,19 @@ func New(cfg Config) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create kafka producer: %w", err)
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, producer: cl}, nil
+	return &Publisher{cfg: cfg, log: cfg.Logger, producer: cl, wake: make(chan struct{}, 1)}, nil
 }
 
 // Close flushes nothing: every Publish already waited for its records.
-func (p *Publisher) Close() { p.producer.Close() }
+func (p *Publisher) Close() {
+	p.follow.Lock()
+	defer p.follow.Unlock()
+	if p.outcomes != nil {
+		p.outcomes.Close()
+		p.outcomes = nil
+	}
+	p.producer.Close()
+}
 
 // NewCommandID returns a fresh, time-ordered command id.
 func NewCommandID() string { return uuid.Must(uuid.NewV7()).String() }
@@ -138,7 +162,10 @@ func (p *Publisher) Publish(ctx context.Context, cmds []Command, awaitOutcome ti
 		for i, c := range cmds {
 			ids[i] = c.ID
 		}
-		watch = p.watch(ids)
+		var err error
+		if watch, err = p.watch(ctx, ids); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		defer watch.close()
 	}
 	results, err := p.produce(ctx, cmds)
@@ -205,14 +232,73 @@ func (p *Publisher) Ready(ctx context.Context) error {
 }
 
 // watch registers interest in the outcomes of commands before they are
-// published, so that no outcome can slip past.
-func (p *Publisher) watch(ids []string) *watch {
+// published, so that no outcome can slip past. If the outcomes topic is not
+// being read, a consumer starts at its current end offsets first: the
+// commands are not written yet, so their outcomes can only come after.
+func (p *Publisher) watch(ctx context.Context, ids []string) (*watch, error) {
+	p.follow.Lock()
+	defer p.follow.Unlock()
+	if p.outcomes == nil {
+		cl, err := p.followFromEnd(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.outcomes = cl
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
 	w := &watch{p: p, ids: ids, ch: make(chan schemas.Outcome, len(ids))}
 	p.watching.Add(1)
 	for _, id := range ids {
 		p.watchers.Store(id, w.ch)
 	}
-	return w
+	return w, nil
+}
+
+// followFromEnd returns a consumer of the outcomes topic from its end
+// offsets as they are now.
+func (p *Publisher) followFromEnd(ctx context.Context) (*kgo.Client, error) {
+	topic := p.cfg.Topics.Outcomes
+	ends, err := kadm.NewClient(p.producer).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	from := map[int32]kgo.Offset{}
+	ends.Each(func(o kadm.ListedOffset) { from[o.Partition] = kgo.NewOffset().At(o.Offset) })
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(p.cfg.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	}, p.cfg.ClientOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("create outcomes consumer: %w", err)
+	}
+	return cl, nil
+}
+
+// Following reports whether the outcomes topic is being read now.
+func (p *Publisher) Following() bool {
+	p.follow.Lock()
+	defer p.follow.Unlock()
+	return p.outcomes != nil
+}
+
+// stopIfIdle closes the outcomes consumer once no request has waited for
+// FollowIdle, and reports whether it did.
+func (p *Publisher) stopIfIdle(cl *kgo.Client) bool {
+	p.follow.Lock()
+	defer p.follow.Unlock()
+	if p.outcomes != cl || p.watching.Load() > 0 || time.Since(p.lastWaiter) <= p.cfg.FollowIdle {
+		return false
+	}
+	cl.Close()
+	p.outcomes = nil
+	return true
 }
 
 type watch struct {
@@ -236,32 +322,46 @@ func (w *watch) wait(ctx context.Context) map[string]schemas.Outcome {
 }
 
 func (w *watch) close() {
+	w.p.follow.Lock()
+	defer w.p.follow.Unlock()
 	for _, id := range w.ids {
 		w.p.watchers.Delete(id)
 	}
 	w.p.watching.Add(-1)
+	w.p.lastWaiter = time.Now()
 }
 
-// RunOutcomes follows the outcomes topic from its end and hands outcomes to
-// watchers, until ctx ends.
+// RunOutcomes hands outcomes to the requests that wait for them, until ctx
+// ends. The outcomes topic is read while requests wait, from the end
+// offsets the first of them saw.
 func (p *Publisher) RunOutcomes(ctx context.Context) error {
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(p.cfg.Brokers...),
-		kgo.ConsumeTopics(p.cfg.Topics.Outcomes),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtEnd()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}, p.cfg.ClientOpts...)...)
-	if err != nil {
-		return fmt.Errorf("create outcomes consumer: %w", err)
-	}
-	defer cl.Close()
 	for {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
+		p.follow.Lock()
+		cl := p.outcomes
+		p.follow.Unlock()
+		if cl == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-p.wake:
+			}
+			continue
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, p.cfg.FollowIdle)
+		fetches := cl.PollFetches(pollCtx)
+		cancel()
+		select {
+		case <-ctx.Done():
 			return nil
+		default:
+		}
+		if fetches.IsClientClosed() || p.stopIfIdle(cl) {
+			continue
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
-			p.log.Warn("fetch outcomes", "topic", topic, "partition", partition, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				p.log.Warn("fetch outcomes", "topic", topic, "partition", partition, "err", err)
+			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			// Most commands are sent without waiting for their outcome:

@@ -1,0 +1,115 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/encoding/json"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/producer/ingest"
+	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/kappa-cqrs/kappa/topics"
+)
+
+// The ingest reads the outcomes topic only while requests wait for
+// outcomes, starting again from its end when the next one comes. Against
+// the real broker, with a stand-in processor that writes another command's
+// outcome before each real one: every waiting request gets its own
+// outcome, the first one, those after the reader stopped in between, and
+// concurrent ones.
+func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
+	brokers := kappatest.Brokers(t)
+	names := topics.NamesFor(kappatest.Name(t, "ing"))
+	ctx := t.Context()
+	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	adm := kadm.NewClient(admin)
+	if _, err := adm.CreateTopics(ctx, 3, 1, nil, names.Commands, names.Outcomes); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.Commands, names.Outcomes) })
+
+	pub, err := ingest.New(ingest.Config{Brokers: brokers, Topics: names, FollowIdle: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	go func() { _ = pub.RunOutcomes(ctx) }()
+	go decide(ctx, t, brokers, names)
+
+	qty, price := int64(1), int64(5)
+	waitFor := func(round int, cart string) {
+		cmd := ingest.Command{ID: ingest.NewCommandID(), Type: schemas.AddProductToCart, AggregateID: cart,
+			Payload: schemas.AddProductV1{ProductID: "p1", Quantity: &qty, UnitPriceCents: &price}}
+		results, err := pub.Publish(ctx, []ingest.Command{cmd}, 20*time.Second)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if o := results[0].Outcome; o == nil || o.CommandID != cmd.ID || o.Status != schemas.StatusAccepted {
+			t.Errorf("round %d, %s: outcome %+v, want command %s accepted", round, cart, o, cmd.ID)
+		}
+	}
+	for round := range 5 {
+		// Commands nobody waits for, whose outcomes the reader skips.
+		if _, err := pub.Publish(ctx, []ingest.Command{{ID: ingest.NewCommandID(), Type: schemas.CheckoutCart, AggregateID: "cart-x",
+			Payload: schemas.CheckoutV1{CustomerID: "c"}}}, 0); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for _, cart := range []string{"cart-1", "cart-2", "cart-3"} {
+			wg.Add(1)
+			go func() { defer wg.Done(); waitFor(round, cart) }()
+		}
+		wg.Wait()
+		if !t.Failed() {
+			kappatest.Eventually(t, 10*time.Second, time.Millisecond, func() error {
+				if pub.Following() {
+					return errors.New("the outcomes topic is still read with no request waiting")
+				}
+				return nil
+			})
+		}
+	}
+}
+
+// decide stands in for the processors: for each command, an outcome of
+// some other command, then the command's own.
+func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Names) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(names.Commands),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer cl.Close()
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			env, err := kafkaenv.Envelope(r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, id := range []string{uuid.NewString(), env.ID} {
+				data, _ := json.Marshal(schemas.Outcome{CommandID: id, CommandType: env.Type, AggregateID: env.AggregateID,
+					Status: schemas.StatusAccepted, CommandPosition: kafkaenv.Position(r)})
+				out := schemas.Envelope{ID: uuid.NewString(), Type: schemas.OutcomeType, Source: "test", Time: time.Now(),
+					SchemaVersion: 1, AggregateID: env.AggregateID, CommandID: id, Data: data}
+				if err := cl.ProduceSync(ctx, kafkaenv.Record(names.Outcomes, r.Partition, out)).FirstErr(); err != nil && ctx.Err() == nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
