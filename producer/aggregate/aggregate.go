@@ -162,13 +162,21 @@ func Apply(s *State, event any) {
 }
 
 // Retire drops what a state no longer needs for deciding: a checked-out
-// cart refuses every command, so its lines go. A processor keeps every
-// aggregate it owns in memory, and most carts end checked out.
+// cart refuses every command, so its lines go, and an article is only
+// published or not. A processor keeps every aggregate it owns in memory,
+// and most carts end checked out.
 func Retire(s *State) {
 	if s.Cart != nil && s.Cart.CheckedOut {
 		s.Cart = &Cart{CheckedOut: true}
 	}
+	if s.Article != nil {
+		s.Article = publishedArticle
+	}
 }
+
+// publishedArticle stands for every retired article. Apply replaces a
+// state's Article and never changes one, so they can share it.
+var publishedArticle = &Article{}
 
 func (s *State) cart() *Cart {
 	if s.Cart == nil {

@@ -367,13 +367,10 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		if !ok {
 			return nil, fmt.Errorf("no state for partition %d: it was not rebuilt", r.Partition)
 		}
+		// A copy, stored back only once it has events: refusals of
+		// commands to unknown ids must not fill memory.
 		st := part.Aggregates[env.AggregateID]
-		if st == nil {
-			// Kept only once it has events: refusals of commands to
-			// unknown ids must not fill memory.
-			st = &aggregate.State{}
-		}
-		events, rejection := aggregate.Decide(st, env.AggregateID, cmd)
+		events, rejection := aggregate.Decide(&st, env.AggregateID, cmd)
 		if rejection != nil {
 			out.outcome.Status = schemas.StatusRejected
 			out.outcome.Rejection = rejection
@@ -385,7 +382,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		staged.accepted++
 		out.outcome.Events = make([]schemas.EventRef, len(events))
 		for i, e := range events {
-			aggregate.Apply(st, e)
+			aggregate.Apply(&st, e)
 			ev := schemas.Envelope{
 				ID:               uuid.NewSHA1(eventIDSpace, []byte(env.ID+"/"+strconv.Itoa(i))).String(),
 				Type:             schemas.TypeOf(e),
@@ -414,7 +411,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 				ref.Position = schemas.Position{Partition: rec.Partition, Offset: rec.Offset}
 			})
 		}
-		aggregate.Retire(st)
+		aggregate.Retire(&st)
 		part.Aggregates[env.AggregateID] = st
 		out.version = st.Version
 	}
@@ -499,7 +496,9 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 // Partition is the processor's state of one partition: its aggregates and
 // the remembered outcomes of commands that carried an idempotency key.
 type Partition struct {
-	Aggregates map[string]*aggregate.State
+	// Aggregates holds states by value: a processor keeps every aggregate
+	// it owns, and the garbage collector scans them all on every cycle.
+	Aggregates map[string]aggregate.State
 	Keyed      map[string]KeyedOutcome // by command id
 }
 
@@ -510,7 +509,7 @@ type KeyedOutcome struct {
 }
 
 func newPartition() *Partition {
-	return &Partition{Aggregates: map[string]*aggregate.State{}, Keyed: map[string]KeyedOutcome{}}
+	return &Partition{Aggregates: map[string]aggregate.State{}, Keyed: map[string]KeyedOutcome{}}
 }
 
 // remember keeps an outcome for the window, and drops expired ones from
@@ -598,13 +597,11 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 				log.Warn("skip undecodable event in rebuild", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
 				return
 			}
-			st, ok := result[r.Partition].Aggregates[env.AggregateID]
-			if !ok {
-				st = &aggregate.State{}
-				result[r.Partition].Aggregates[env.AggregateID] = st
-			}
-			aggregate.Apply(st, event)
-			aggregate.Retire(st)
+			aggregates := result[r.Partition].Aggregates
+			st := aggregates[env.AggregateID]
+			aggregate.Apply(&st, event)
+			aggregate.Retire(&st)
+			aggregates[env.AggregateID] = st
 			count++
 		})
 	}
