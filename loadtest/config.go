@@ -67,6 +67,9 @@ func ParseMix(s string) (Mix, error) {
 			return m, fmt.Errorf("mix %q: unknown kind %q; one of add, remove, checkout, publish, update, invalid", part, k)
 		}
 	}
+	if m == (Mix{}) {
+		return m, fmt.Errorf("mix %q: every weight is 0; give at least one kind a positive weight", s)
+	}
 	return m, nil
 }
 

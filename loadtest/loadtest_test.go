@@ -32,7 +32,7 @@ func TestParseMix(t *testing.T) {
 	if err != nil || m != (Mix{AddProduct: 7, Invalid: 3}) {
 		t.Fatalf("ParseMix = %+v, %v", m, err)
 	}
-	for _, bad := range []string{"add", "add=-1", "explode=3", "add=x"} {
+	for _, bad := range []string{"add", "add=-1", "explode=3", "add=x", "add=0,invalid=0"} {
 		if _, err := ParseMix(bad); err == nil {
 			t.Errorf("ParseMix(%q) accepted", bad)
 		}

@@ -167,6 +167,30 @@ type loadtestCmd struct {
 	NoCheck        bool          `help:"Skip the correctness check of the stores."`
 }
 
+// Validate refuses values the library would read as "use the default":
+// on the command line a 0 is a mistake, not a wish for the default.
+func (c *loadtestCmd) Validate() error {
+	var errs []error
+	for _, f := range []struct {
+		name  string
+		value int
+	}{{"--connections", c.Connections}, {"--batch-size", c.BatchSize}, {"--carts", c.Carts}, {"--articles", c.Articles}, {"--freshness-every", c.FreshnessEvery}} {
+		if f.value < 1 {
+			errs = append(errs, fmt.Errorf("%s must be at least 1, got %d", f.name, f.value))
+		}
+	}
+	if c.Ramp == "" && (c.Rate <= 0 || c.Duration <= 0) {
+		errs = append(errs, fmt.Errorf("--rate and --duration must be positive, got %v and %v", c.Rate, c.Duration))
+	}
+	if c.Seed == 0 {
+		errs = append(errs, errors.New("--seed must not be 0"))
+	}
+	if _, err := loadtest.ParseMix(c.Mix); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 	cfg := loadtest.Config{
 		Target: c.Target, MetricsURLs: c.MetricsURL, Connections: c.Connections, BatchSize: c.BatchSize,
