@@ -444,7 +444,7 @@ func ingestKappa(ctx context.Context, cfg Config, log *slog.Logger) (CaseResult,
 // ingestBare produces the same command records with a bare idempotent
 // acks=all franz-go producer.
 func ingestBare(ctx context.Context, cfg Config) (CaseResult, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.Prefix+".commands"), kgo.RequiredAcks(kgo.AllISRAcks()))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.Prefix+".commands"), kgo.RequiredAcks(kgo.AllISRAcks()), kafkaenv.Compression())
 	if err != nil {
 		return CaseResult{}, err
 	}

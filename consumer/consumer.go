@@ -232,6 +232,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kafkaenv.Compression(),
 		kgo.ProducerLinger(0),
 		kgo.SessionTimeout(c.cfg.SessionTimeout),
 	}, c.cfg.ClientOpts...)

@@ -10,6 +10,14 @@ import (
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
+// Compression is the batch compression of every Kappa producer. LZ4, not
+// franz-go's default snappy: at 5,000 commands/s on the local stack the
+// broker, which decompresses every produced batch to validate it, and the
+// Go consumers used about 11% less CPU in total (docs/PERFORMANCE.md).
+func Compression() kgo.Opt {
+	return kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression())
+}
+
 // Record builds the Kafka record of an envelope: key = aggregate id, value =
 // payload, metadata in headers.
 func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {

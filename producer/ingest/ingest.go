@@ -128,6 +128,7 @@ func New(cfg Config) (*Publisher, error) {
 		kgo.DefaultProduceTopic(cfg.Topics.Commands),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
+		kafkaenv.Compression(),
 		kgo.ProducerLinger(0),
 	}, cfg.ClientOpts...)...)
 	if err != nil {

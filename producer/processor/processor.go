@@ -196,6 +196,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(forget),
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
+		kafkaenv.Compression(),
 		kgo.ProducerLinger(0),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 	}, p.cfg.ClientOpts...)
