@@ -66,6 +66,9 @@ type Config struct {
 	// IdempotencyWindow is how long an idempotency key is honoured, by
 	// ingest and processors alike. Default 24h.
 	IdempotencyWindow time.Duration
+	// TransactionInterval is the least time between the starts of a
+	// processor's transactions (processor.Config.MinTransactionInterval).
+	TransactionInterval time.Duration
 	// The flush intervals and MaxBatchRecords tune the projections'
 	// batches (see consumer.Config).
 	ClickHouseFlushInterval time.Duration
@@ -229,8 +232,9 @@ func runProcess(ctx context.Context, cfg Config) error {
 	p, err := processor.New(processor.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
-		Observer: metrics.NewProcessor(reg),
-		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		MinTransactionInterval: cfg.TransactionInterval,
+		Observer:               metrics.NewProcessor(reg),
+		Logger:                 cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	})
 	if err != nil {
 		return err

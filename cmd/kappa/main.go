@@ -72,6 +72,12 @@ type idempotencyFlags struct {
 
 func (f idempotencyFlags) apply(c *roles.Config) { c.IdempotencyWindow = f.IdempotencyWindow }
 
+type processorFlags struct {
+	TransactionInterval time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"100ms" help:"Least time between the starts of a processor's transactions; under load fewer, larger transactions cost the broker less, at up to this much added latency to events."`
+}
+
+func (f processorFlags) apply(c *roles.Config) { c.TransactionInterval = f.TransactionInterval }
+
 type batchFlags struct {
 	ClickHouseFlushInterval time.Duration `env:"KAPPA_CLICKHOUSE_FLUSH_INTERVAL" default:"200ms" help:"Shortest time the ClickHouse projection collects a batch (ClickHouse wants few, large inserts)."`
 	PostgresFlushInterval   time.Duration `env:"KAPPA_POSTGRES_FLUSH_INTERVAL" default:"50ms" help:"Shortest time the Postgres projection collects a batch."`
@@ -320,6 +326,7 @@ type ingestCmd struct {
 type processCmd struct {
 	kafkaFlags
 	idempotencyFlags
+	processorFlags
 	opsFlags
 }
 
@@ -346,6 +353,7 @@ type devCmd struct {
 	httpFlags
 	batchFlags
 	idempotencyFlags
+	processorFlags
 	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log."`
 	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
 }
@@ -384,6 +392,7 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
+	c.processorFlags.apply(&cfg)
 	c.opsFlags.apply(&cfg)
 	return roles.Process(ctx, cfg)
 }
@@ -414,6 +423,7 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.httpFlags.apply(&cfg)
 	c.batchFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
+	c.processorFlags.apply(&cfg)
 	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort)
 }
 

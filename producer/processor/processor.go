@@ -68,6 +68,13 @@ type Config struct {
 	Source string
 	// MaxBatchRecords caps the commands decided in one transaction. Default 5000.
 	MaxBatchRecords int
+	// MinTransactionInterval is the least time between the starts of two
+	// transactions. Each transaction costs the broker a dozen requests and
+	// a marker per partition whatever its size, so under load fewer,
+	// larger ones are cheaper; the price is up to this much added latency
+	// from acknowledgement to event. Zero starts one as soon as commands
+	// are in hand.
+	MinTransactionInterval time.Duration
 	// InstanceID, if set, makes this member static (KIP-345), so that a
 	// restarted instance takes its partitions back at once. Default none.
 	InstanceID string
@@ -197,7 +204,11 @@ func (p *Processor) Run(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
 		kafkaenv.Compression(),
-		kgo.ProducerLinger(0),
+		// Every decided batch ends in an explicit Flush, which cuts the
+		// linger short; until then records wait, so that a transaction
+		// adds all its partitions in one request and writes them in one
+		// produce request instead of a trickle of each (broker request log).
+		kgo.ProducerLinger(processorLinger),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 	}, p.cfg.ClientOpts...)
 	if p.cfg.InstanceID != "" {
@@ -209,7 +220,17 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	defer sess.Close()
 
+	var lastBegin time.Time
 	for {
+		if wait := p.cfg.MinTransactionInterval - time.Since(lastBegin); wait > 0 {
+			// Commands that arrive meanwhile are fetched in the
+			// background and decided together in the next transaction.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
 		fetches := sess.PollRecords(ctx, p.cfg.MaxBatchRecords)
 		if ctx.Err() != nil {
 			return nil
@@ -228,6 +249,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		// Commands in hand are decided and committed even if ctx ends
 		// meanwhile, so that SIGTERM leaves nothing for a restart to redo.
+		lastBegin = time.Now()
 		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
 		err := p.transact(txCtx, sess, records)
 		cancel()
@@ -294,6 +316,10 @@ type keyedCommand struct {
 	partition int32
 	commandID string
 }
+
+// processorLinger only matters when a batch outgrows the producer's buffer
+// before its Flush; it bounds how long records then wait.
+const processorLinger = 100 * time.Millisecond
 
 // stagedChanges are the outcomes and counts of one transaction; the
 // outcomes of keyed commands are remembered only if it commits.
