@@ -244,11 +244,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		// committed every few seconds, like a naive sink connector.
 		c.log.Warn("BROKEN BUILD: resuming from Kafka's committed offsets with auto-commit")
 	} else {
-		// The sink's positions decide where consumption resumes; offsets
-		// go to Kafka only for lag tooling, so applied records are marked
-		// and committed in the background once a second (and on revoke and
-		// close) instead of one synchronous commit per batch.
-		opts = append(opts, kgo.AutoCommitMarks(), kgo.AutoCommitInterval(commitEvery), kgo.AdjustFetchOffsetsFn(c.resumeFromSink))
+		opts = append(opts, kgo.DisableAutoCommit(), kgo.AdjustFetchOffsetsFn(c.resumeFromSink))
 	}
 	// The book of parked records follows the dead-letter topic for as long
 	// as the consumer runs; assignments wait until it has caught up.
@@ -280,7 +276,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cl.Close()
 	c.healthy.Store(true)
 	err = c.loop(ctx, cl)
-	c.commitMarked(ctx, cl)
 	if cause := context.Cause(ctx); errors.Is(cause, ErrPositionsAheadOfTopic) || errors.Is(cause, ErrTopicRecreated) {
 		return cause
 	}
@@ -402,8 +397,8 @@ func (c *Consumer) startFlush(ctx context.Context, cl *kgo.Client, b prepared, b
 	return f
 }
 
-// flush parks the dead letters, applies the batch, and marks its offsets
-// for the commit to Kafka that lag tooling reads.
+// flush parks the dead letters, applies the batch, and commits its offsets
+// to Kafka for lag tooling.
 func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) error {
 	batch, raws := b.batch, b.raws
 	if err := c.deadLetter(ctx, cl, b.dead); err != nil {
@@ -423,26 +418,12 @@ func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, b prepared, blocke
 	if len(batch) == 0 {
 		return nil
 	}
-	cl.MarkCommitRecords(raws...)
-	return nil
-}
-
-// commitEvery is how often the offsets of applied records are committed to
-// Kafka. They only serve lag tooling (the sink holds the positions), and a
-// commit per batch was one more synchronous broker write before the next.
-const commitEvery = time.Second
-
-// commitMarked commits what was applied before the consumer stops, so that
-// Kafka's offsets equal the sink's after a clean shutdown (a static member
-// does not leave the group, so no revoke commits for it).
-func (c *Consumer) commitMarked(ctx context.Context, cl *kgo.Client) {
-	commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
-	defer cancel()
-	if err := cl.CommitMarkedOffsets(commitCtx); err != nil {
+	if err := cl.CommitRecords(ctx, raws...); err != nil && ctx.Err() == nil {
 		// The sink holds the truth; a failed commit only makes lag
 		// tooling lag behind, so it is logged, not fatal.
 		c.log.Warn("commit offsets to kafka", "err", err)
 	}
+	return nil
 }
 
 // collected is a polled batch, decoded.
