@@ -75,12 +75,14 @@ type Book struct {
 	parked   int // entries observed
 	counts   map[string]int
 	consumed map[int32]int64 // next dead-letter offset observed, per partition
+	// resolvedSignal gets a value whenever an entry is resolved.
+	resolvedSignal chan struct{}
 }
 
 // NewBook returns an empty book for a projection.
 func NewBook(projection string) *Book {
 	return &Book{projection: projection, open: map[string][]Entry{}, resolved: map[schemas.Position]string{}, origins: map[string]bool{},
-		seen: map[schemas.Position]bool{}, counts: map[string]int{}, consumed: map[int32]int64{}}
+		seen: map[schemas.Position]bool{}, counts: map[string]int{}, consumed: map[int32]int64{}, resolvedSignal: make(chan struct{}, 1)}
 }
 
 // Observe applies one dead-letter record: an entry of this projection adds
@@ -105,8 +107,15 @@ func (b *Book) Observe(r *kgo.Record) {
 		if err != nil {
 			return
 		}
+		if _, again := b.resolved[target]; again {
+			return // resolved twice (a redrive raced another): counted once
+		}
 		b.resolved[target] = action
 		b.counts[action]++
+		select {
+		case b.resolvedSignal <- struct{}{}:
+		default:
+		}
 		agg := string(r.Key)
 		b.open[agg] = slices.DeleteFunc(b.open[agg], func(e Entry) bool { return e.Position == target })
 		if len(b.open[agg]) == 0 {
@@ -200,6 +209,27 @@ func (b *Book) Open() map[string][]Entry {
 	}
 	return out
 }
+
+// Orphaned returns, sorted, the aggregates whose open entries were all
+// parked only to keep order behind an entry that is resolved by now: a
+// redrive or discard took its snapshot of the aggregate while the
+// projection was still parking more of it. They need nothing but to flow.
+func (b *Book) Orphaned() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var orphaned []string
+	for agg, entries := range b.open {
+		if !slices.ContainsFunc(entries, func(e Entry) bool { return e.Behind == nil }) {
+			orphaned = append(orphaned, agg)
+		}
+	}
+	slices.Sort(orphaned)
+	return orphaned
+}
+
+// Resolved signals (without blocking the book) that an entry was resolved
+// since the last receive.
+func (b *Book) Resolved() <-chan struct{} { return b.resolvedSignal }
 
 // Counts returns how many entries are open, how many were ever parked, and
 // how many were redriven and discarded.

@@ -70,7 +70,7 @@ func Redrive(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 			if err := apply.ApplyRedriven(ctx, records); err != nil {
 				return outcomes, fmt.Errorf("apply %d records of %s: %w", len(records), agg, err)
 			}
-			if err := mark(ctx, cl, topic, ready, ActionRedriven); err != nil {
+			if err := mark(ctx, cl, topic, book, ready, ActionRedriven); err != nil {
 				return outcomes, err
 			}
 		}
@@ -99,7 +99,7 @@ func Discard(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 		}
 	}
 	if !dryRun && len(chosen) > 0 {
-		if err := mark(ctx, cl, topic, chosen, ActionDiscarded); err != nil {
+		if err := mark(ctx, cl, topic, book, chosen, ActionDiscarded); err != nil {
 			return nil, err
 		}
 	}
@@ -111,8 +111,9 @@ func Discard(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 }
 
 // mark writes resolution markers, keyed like the entries so that they land
-// on the same dead-letter partition, after them.
-func mark(ctx context.Context, cl *kgo.Client, topic string, entries []Entry, action string) error {
+// on the same dead-letter partition, after them, and enters them in the
+// book at once, so that nothing resolved is taken for open again.
+func mark(ctx context.Context, cl *kgo.Client, topic string, book *Book, entries []Entry, action string) error {
 	records := make([]*kgo.Record, len(entries))
 	for i, e := range entries {
 		records[i] = &kgo.Record{Topic: topic, Key: []byte(e.AggregateID), Headers: []kgo.RecordHeader{
@@ -121,8 +122,12 @@ func mark(ctx context.Context, cl *kgo.Client, topic string, entries []Entry, ac
 			{Key: HeaderResolves, Value: []byte(e.Position.String())},
 		}}
 	}
-	if err := cl.ProduceSync(ctx, records...).FirstErr(); err != nil {
+	results := cl.ProduceSync(ctx, records...)
+	if err := results.FirstErr(); err != nil {
 		return fmt.Errorf("mark %d dead letters %s: %w", len(records), action, err)
+	}
+	for _, res := range results {
+		book.Observe(res.Record)
 	}
 	return nil
 }

@@ -3,6 +3,8 @@
 # every role as its own process on the real Kafka broker, under a unique
 # topic prefix, Postgres schema and ClickHouse database, so runs never mix.
 # Arguments are passed to `kappa loadtest`. Needs `make stack` and `make build`.
+# The deployment's topics, schema and database are dropped when the run ends
+# (a 10-minute run leaves gigabytes); KAPPA_LOADTEST_KEEP=1 keeps them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -16,9 +18,29 @@ export KAPPA_PARTITIONS="${KAPPA_PARTITIONS:-6}" KAPPA_LOG_LEVEL=warn
 HTTP=127.0.0.1:18080 OPS_CH=127.0.0.1:19191 OPS_PG=127.0.0.1:19192 OPS_PROC=127.0.0.1:19193 OPS_INGEST=127.0.0.1:19194
 
 pids=()
+drop_deployment() {
+  if [ "${KAPPA_LOADTEST_KEEP:-0}" = 1 ]; then
+    echo "[loadtest] kept deployment $RUN (topics $RUN.*, Postgres schema and ClickHouse database $RUN)" >&2
+    return
+  fi
+  local stack="${KAPPA_STACK_DIR:-$ROOT/.stack}" failed=() addr
+  psql -X -q -w "$KAPPA_POSTGRES_URL" -c "DROP SCHEMA IF EXISTS \"$RUN\" CASCADE" >/dev/null 2>&1 || failed+=("Postgres schema")
+  addr="${KAPPA_CLICKHOUSE_ADDR%%,*}"
+  clickhouse-client --host "${addr%:*}" --port "${addr##*:}" -q "DROP DATABASE IF EXISTS $RUN" </dev/null >/dev/null 2>&1 ||
+    failed+=("ClickHouse database")
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$stack/kafka/tools-log4j2.properties" \
+    -cp "$stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "${KAPPA_KAFKA_BROKERS%%,*}" \
+    --delete --if-exists --topic "$RUN\\..*" >/dev/null 2>&1 || failed+=("topics")
+  if [ ${#failed[@]} -gt 0 ]; then
+    echo "[loadtest] could not drop all of deployment $RUN: ${failed[*]}" >&2
+  else
+    echo "[loadtest] dropped deployment $RUN (KAPPA_LOADTEST_KEEP=1 keeps it)" >&2
+  fi
+}
 cleanup() {
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  drop_deployment
 }
 trap cleanup EXIT
 

@@ -15,6 +15,7 @@ import (
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/kafkaenv"
 	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/roles"
 	"github.com/kappa-cqrs/kappa/schemas"
@@ -25,25 +26,9 @@ import (
 // it while other aggregates flow, and after the poison is discarded and the
 // rest redriven, the aggregate's read models are complete and in order.
 func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
-	brokers := kappatest.Brokers(t)
-	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
-	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
+	sys, reads, ch, brokers := startWithProjections(t)
 	cfg := sys.cfg
-	sys.start("postgres", roles.ProjectPostgres)
-	sys.start("clickhouse", roles.ProjectClickHouse)
-	reads, err := postgres.Open(t.Context(), pg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reads.Close()
-
-	cartVersion := func(id string) int64 {
-		c, err := reads.Cart(t.Context(), id)
-		if err != nil {
-			return -1
-		}
-		return c.Version
-	}
+	cartVersion := func(id string) int64 { return cartVersionIn(t, reads, id) }
 
 	sys.addProduct(t, "dlq-a", "p1")
 	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 1 })
@@ -137,16 +122,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 // parked in that projection only, with the aggregate's later events behind
 // it; ClickHouse, which accepts it, applies everything.
 func TestConstraintViolationIsParked(t *testing.T) {
-	brokers := kappatest.Brokers(t)
-	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
-	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
-	sys.start("postgres", roles.ProjectPostgres)
-	sys.start("clickhouse", roles.ProjectClickHouse)
-	reads, err := postgres.Open(t.Context(), pg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reads.Close()
+	sys, reads, ch, brokers := startWithProjections(t)
 
 	// A NUL in a product id decodes, and ClickHouse stores it, but Postgres
 	// text refuses it (SQLSTATE 22021).
@@ -202,4 +178,106 @@ func (s *system) addProduct(t *testing.T, cart, product string) commandView {
 		t.Fatalf("add %s to %s: %d %s", product, cart, status, out)
 	}
 	return v
+}
+
+// TestRecordsParkedBehindAResolvedEntryFlow: when only the poison is
+// resolved (as when a redrive or discard took its snapshot while the
+// projection still parked the aggregate's next records), the records that
+// waited behind it need no second command: each projection applies them
+// itself, in order, and the aggregate flows again.
+func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
+	sys, reads, ch, brokers := startWithProjections(t)
+	cfg := sys.cfg
+	cartVersion := func() int64 { return cartVersionIn(t, reads, "dlq-o") }
+
+	first := sys.addProduct(t, "dlq-o", "p1")
+	sys.eventually(t, func() bool { return cartVersion() == 1 })
+	pos, err := schemas.ParsePosition(first.Position)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison := schemas.Envelope{ID: "poison-dlq-o", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 99,
+		AggregateID: "dlq-o", AggregateVersion: 2, Data: []byte(`{}`)}
+	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer manual.Close()
+	if err := manual.ProduceSync(t.Context(), kafkaenv.Record(cfg.Topics().Events, pos.Partition, poison)).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	sys.addProduct(t, "dlq-o", "p2") // parked behind the poison
+	for _, projection := range roles.Projections {
+		sys.eventually(t, func() bool {
+			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			return err == nil && len(book.Open()["dlq-o"]) == 2
+		})
+	}
+
+	// Discard the poison alone, by its position; redrive nothing.
+	var out bytes.Buffer
+	for _, projection := range roles.Projections {
+		book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+		if err != nil {
+			t.Fatal(err)
+		}
+		root := book.Open()["dlq-o"][0]
+		if err := roles.DLQDiscard(t.Context(), cfg, projection, deadletter.Filter{Position: &root.Position}, false, &out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sys.eventually(t, func() bool { return cartVersion() == 2 })
+	for _, projection := range roles.Projections {
+		sys.eventually(t, func() bool {
+			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			if err != nil {
+				return false
+			}
+			open, parked, redriven, discarded := book.Counts()
+			return open == 0 && parked == 2 && redriven == 1 && discarded == 1
+		})
+	}
+
+	// The aggregate flows again, after what waited.
+	sys.addProduct(t, "dlq-o", "p3")
+	sys.eventually(t, func() bool { return cartVersion() == 3 })
+	cart, err := reads.Cart(t.Context(), "dlq-o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cart.Items) != 3 {
+		t.Errorf("dlq-o: %+v, want p1, p2 and p3", cart)
+	}
+	chStore := openClickHouse(t, ch)
+	sys.eventually(t, func() bool {
+		var n, distinct uint64
+		err := chStore.Conn().QueryRow(t.Context(), "SELECT count(), uniqExact(event_id) FROM "+ch.Database+".events WHERE aggregate_id = 'dlq-o'").Scan(&n, &distinct)
+		return err == nil && n == 3 && distinct == 3
+	})
+}
+
+// startWithProjections starts a deployment with both projections on two
+// partitions and opens its Postgres read model.
+func startWithProjections(t *testing.T) (*system, *postgres.Store, clickhouse.Config, []string) {
+	t.Helper()
+	brokers := kappatest.Brokers(t)
+	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
+	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
+	sys.start("postgres", roles.ProjectPostgres)
+	sys.start("clickhouse", roles.ProjectClickHouse)
+	reads, err := postgres.Open(t.Context(), pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reads.Close)
+	return sys, reads, ch, brokers
+}
+
+// cartVersionIn is a cart's version in Postgres, or -1 while it has none.
+func cartVersionIn(t *testing.T, reads *postgres.Store, id string) int64 {
+	c, err := reads.Cart(t.Context(), id)
+	if err != nil {
+		return -1
+	}
+	return c.Version
 }
