@@ -36,7 +36,7 @@ import (
 type Config struct {
 	// Brokers are Kafka's seed brokers.
 	Brokers []string
-	// TopicPrefix names the topics: <prefix>.commands, .events, .outcomes,
+	// TopicPrefix names the topics: <prefix>.commands, .events and
 	// .events.dlq. Default "kappa".
 	TopicPrefix string
 	// Partitions of the co-partitioned topics when Kappa creates them.

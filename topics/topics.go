@@ -1,8 +1,8 @@
 // Package topics names Kappa's Kafka topics and creates them with explicit
-// partition counts and retention. The commands, events and outcomes topics
-// share one partition count so that partition N of each belongs to the same
+// partition counts and retention. The commands and events topics share one
+// partition count so that partition N of each belongs to the same
 // aggregates: a processor that owns partition N of commands owns partition N
-// of events.
+// of events. Outcomes are records of the events topic.
 package topics
 
 import (
@@ -21,7 +21,6 @@ import (
 type Names struct {
 	Commands         string
 	Events           string
-	Outcomes         string
 	EventsDeadLetter string
 }
 
@@ -30,14 +29,13 @@ func NamesFor(prefix string) Names {
 	return Names{
 		Commands:         prefix + ".commands",
 		Events:           prefix + ".events",
-		Outcomes:         prefix + ".outcomes",
 		EventsDeadLetter: prefix + ".events.dlq",
 	}
 }
 
 // Config says how to create the topics.
 type Config struct {
-	// Partitions of the commands, events and outcomes topics. Default 6.
+	// Partitions of the commands and events topics. Default 6.
 	Partitions int32
 	// ReplicationFactor of every topic; -1 takes the broker's default.
 	// Default -1.
@@ -80,7 +78,6 @@ func Ensure(ctx context.Context, cl *kgo.Client, names Names, cfg Config) (int32
 	}{
 		{names.Commands, cfg.Partitions, retention(cfg.CommandRetention)},
 		{names.Events, cfg.Partitions, map[string]*string{"retention.ms": &forever, "retention.bytes": &forever}},
-		{names.Outcomes, cfg.Partitions, retention(cfg.CommandRetention)},
 		{names.EventsDeadLetter, cfg.Partitions, map[string]*string{"retention.ms": &forever}},
 	}
 	for _, s := range specs {
@@ -92,7 +89,7 @@ func Ensure(ctx context.Context, cl *kgo.Client, names Names, cfg Config) (int32
 			return 0, fmt.Errorf("create topic %s: %w", s.name, err)
 		}
 	}
-	return checkCoPartitioned(ctx, adm, names.Commands, names.Events, names.Outcomes)
+	return checkCoPartitioned(ctx, adm, names.Commands, names.Events)
 }
 
 func checkCoPartitioned(ctx context.Context, adm *kadm.Client, names ...string) (int32, error) {

@@ -29,9 +29,9 @@ func TestEnsureCreatesOnceAndChecksCoPartitioning(t *testing.T) {
 			t.Fatalf("Ensure = %d, %v; want 3 partitions", n, err)
 		}
 	}
-	// Outcomes with another partition count would misroute a processor's writes.
+	// Events with another partition count would misroute a processor's writes.
 	other := topics.NamesFor("u")
-	if _, err := kadm.NewClient(cl).CreateTopic(t.Context(), 2, -1, nil, other.Outcomes); err != nil {
+	if _, err := kadm.NewClient(cl).CreateTopic(t.Context(), 2, -1, nil, other.Events); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := topics.Ensure(t.Context(), cl, other, topics.Config{Partitions: 3}); !errors.Is(err, topics.ErrPartitionMismatch) {

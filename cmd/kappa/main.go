@@ -32,8 +32,8 @@ import (
 // The defaults point at the local stack started by `make stack`.
 type kafkaFlags struct {
 	Brokers        []string      `env:"KAPPA_KAFKA_BROKERS" default:"127.0.0.1:19092" help:"Kafka seed brokers, comma-separated."`
-	TopicPrefix    string        `env:"KAPPA_TOPIC_PREFIX" default:"kappa" help:"Prefix of the topic names (<prefix>.commands, .events, .outcomes, .events.dlq)."`
-	Partitions     int32         `env:"KAPPA_PARTITIONS" default:"6" help:"Partitions of the commands, events and outcomes topics when Kappa creates them."`
+	TopicPrefix    string        `env:"KAPPA_TOPIC_PREFIX" default:"kappa" help:"Prefix of the topic names (<prefix>.commands, .events, .events.dlq)."`
+	Partitions     int32         `env:"KAPPA_PARTITIONS" default:"6" help:"Partitions of the commands and events topics when Kappa creates them."`
 	GroupPrefix    string        `env:"KAPPA_GROUP_PREFIX" default:"kappa" help:"Prefix of the consumer groups (<prefix>-processor, -clickhouse, -postgres)."`
 	InstanceID     string        `env:"KAPPA_INSTANCE_ID" help:"Static group member id (KIP-345), unique per instance of a role, e.g. the pod name; a restarted instance then takes its partitions back at once."`
 	SessionTimeout time.Duration `env:"KAPPA_SESSION_TIMEOUT" default:"10s" help:"How long a consumer group waits for a silent member before moving its partitions."`

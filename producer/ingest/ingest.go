@@ -1,6 +1,7 @@
 // Package ingest is the command intake: it writes validated commands to the
 // commands topic with an idempotent producer and acks=all, and it watches
-// the outcomes topic so that a caller can wait for a command's decision.
+// the outcome records of the events topic so that a caller can wait for a
+// command's decision.
 package ingest
 
 import (
@@ -38,8 +39,8 @@ type Config struct {
 	// acknowledgement before the caller is told it is unavailable.
 	// Default 5s.
 	ProduceTimeout time.Duration
-	// FollowIdle is how long the outcomes topic is still read after the
-	// last request that waited for outcomes. Default 1s.
+	// FollowIdle is how long the events topic is still read for outcomes
+	// after the last request that waited for them. Default 1s.
 	FollowIdle time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
@@ -68,8 +69,8 @@ func (c *Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("ingest: Brokers is required"))
 	}
-	if c.Topics.Commands == "" || c.Topics.Outcomes == "" {
-		errs = append(errs, errors.New("ingest: Topics needs commands and outcomes"))
+	if c.Topics.Commands == "" || c.Topics.Events == "" {
+		errs = append(errs, errors.New("ingest: Topics needs commands and events"))
 	}
 	if c.ProduceTimeout < time.Second {
 		// franz-go refuses record delivery timeouts below one second.
@@ -107,8 +108,8 @@ type Publisher struct {
 	watchers sync.Map // command id -> chan schemas.Outcome
 	watching atomic.Int64
 
-	// The outcomes topic is read only while requests wait for outcomes:
-	// reading every outcome cost the ingest a quarter of its CPU. follow
+	// The events topic is read for outcomes only while requests wait for
+	// them: reading every outcome cost the ingest a quarter of its CPU. follow
 	// guards outcomes, the consumer while there is one; wake tells
 	// RunOutcomes that there is one again.
 	follow     sync.Mutex
@@ -233,7 +234,7 @@ func (p *Publisher) Ready(ctx context.Context) error {
 }
 
 // watch registers interest in the outcomes of commands before they are
-// published, so that no outcome can slip past. If the outcomes topic is not
+// published, so that no outcome can slip past. If the events topic is not
 // being read, a consumer starts at its current end offsets first: the
 // commands are not written yet, so their outcomes can only come after.
 func (p *Publisher) watch(ctx context.Context, ids []string) (*watch, error) {
@@ -258,10 +259,10 @@ func (p *Publisher) watch(ctx context.Context, ids []string) (*watch, error) {
 	return w, nil
 }
 
-// followFromEnd returns a consumer of the outcomes topic from its end
-// offsets as they are now.
+// followFromEnd returns a consumer of the events topic from its end offsets
+// as they are now.
 func (p *Publisher) followFromEnd(ctx context.Context) (*kgo.Client, error) {
-	topic := p.cfg.Topics.Outcomes
+	topic := p.cfg.Topics.Events
 	ends, err := kadm.NewClient(p.producer).ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
@@ -282,7 +283,7 @@ func (p *Publisher) followFromEnd(ctx context.Context) (*kgo.Client, error) {
 	return cl, nil
 }
 
-// Following reports whether the outcomes topic is being read now.
+// Following reports whether the events topic is being read for outcomes now.
 func (p *Publisher) Following() bool {
 	p.follow.Lock()
 	defer p.follow.Unlock()
@@ -333,7 +334,7 @@ func (w *watch) close() {
 }
 
 // RunOutcomes hands outcomes to the requests that wait for them, until ctx
-// ends. The outcomes topic is read while requests wait, from the end
+// ends. The events topic is read while requests wait, from the end
 // offsets the first of them saw.
 func (p *Publisher) RunOutcomes(ctx context.Context) error {
 	for {
@@ -365,15 +366,18 @@ func (p *Publisher) RunOutcomes(ctx context.Context) error {
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			// Most commands are sent without waiting for their outcome:
-			// decode only what a watcher asked for.
+			// Most records are events, and most commands are sent
+			// without waiting: decode only the outcomes a watcher asked
+			// for, found by their headers.
 			if p.watching.Load() == 0 {
 				return
 			}
-			if id, ok := commandIDOf(r); ok {
-				if _, watched := p.watchers.Load(id); !watched {
-					return
-				}
+			id, ok := outcomeCommandID(r)
+			if !ok {
+				return
+			}
+			if _, watched := p.watchers.Load(id); !watched {
+				return
 			}
 			o, err := schemas.DecodeOutcome(r.Value)
 			if err != nil {
@@ -390,12 +394,17 @@ func (p *Publisher) RunOutcomes(ctx context.Context) error {
 	}
 }
 
-// commandIDOf reads the command id header of an outcome record.
-func commandIDOf(r *kgo.Record) (string, bool) {
+// outcomeCommandID returns the command id of an outcome record; ok is false
+// for events and anything else.
+func outcomeCommandID(r *kgo.Record) (id string, ok bool) {
+	isOutcome := false
 	for _, h := range r.Headers {
-		if h.Key == schemas.HeaderCommandID {
-			return string(h.Value), true
+		switch h.Key {
+		case schemas.HeaderCommandID:
+			id = string(h.Value)
+		case schemas.HeaderType:
+			isOutcome = string(h.Value) == schemas.OutcomeType
 		}
 	}
-	return "", false
+	return id, isOutcome && id != ""
 }

@@ -19,7 +19,7 @@ import (
 	"github.com/kappa-cqrs/kappa/topics"
 )
 
-// The ingest reads the outcomes topic only while requests wait for
+// The ingest reads the events topic only while requests wait for
 // outcomes, starting again from its end when the next one comes. Against
 // the real broker, with a stand-in processor that writes another command's
 // outcome before each real one: every waiting request gets its own
@@ -35,10 +35,10 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 	}
 	defer admin.Close()
 	adm := kadm.NewClient(admin)
-	if _, err := adm.CreateTopics(ctx, 3, 1, nil, names.Commands, names.Outcomes); err != nil {
+	if _, err := adm.CreateTopics(ctx, 3, 1, nil, names.Commands, names.Events); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.Commands, names.Outcomes) })
+	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.Commands, names.Events) })
 
 	pub, err := ingest.New(ingest.Config{Brokers: brokers, Topics: names, FollowIdle: time.Millisecond})
 	if err != nil {
@@ -76,7 +76,7 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 		if !t.Failed() {
 			kappatest.Eventually(t, 10*time.Second, time.Millisecond, func() error {
 				if pub.Following() {
-					return errors.New("the outcomes topic is still read with no request waiting")
+					return errors.New("the events topic is still read with no request waiting")
 				}
 				return nil
 			})
@@ -85,7 +85,9 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 }
 
 // decide stands in for the processors: for each command, an outcome of
-// some other command, then the command's own.
+// some other command, an event of the command whose payload would read as
+// a rejection if the ingest took it for an outcome, then the command's own
+// outcome.
 func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Names) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(names.Commands),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
@@ -101,12 +103,16 @@ func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Na
 				t.Error(err)
 				return
 			}
-			for _, id := range []string{uuid.NewString(), env.ID} {
-				data, _ := json.Marshal(schemas.Outcome{CommandID: id, CommandType: env.Type, AggregateID: env.AggregateID,
-					Status: schemas.StatusAccepted, CommandPosition: kafkaenv.Position(r)})
-				out := schemas.Envelope{ID: uuid.NewString(), Type: schemas.OutcomeType, Source: "test", Time: time.Now(),
-					SchemaVersion: 1, AggregateID: env.AggregateID, CommandID: id, Data: data}
-				if err := cl.ProduceSync(ctx, kafkaenv.Record(names.Outcomes, r.Partition, out)).FirstErr(); err != nil && ctx.Err() == nil {
+			for _, w := range []struct{ id, typ, status string }{
+				{uuid.NewString(), schemas.OutcomeType, schemas.StatusAccepted},
+				{env.ID, schemas.CartProductAdded, schemas.StatusRejected},
+				{env.ID, schemas.OutcomeType, schemas.StatusAccepted},
+			} {
+				data, _ := json.Marshal(schemas.Outcome{CommandID: w.id, CommandType: env.Type, AggregateID: env.AggregateID,
+					Status: w.status, CommandPosition: kafkaenv.Position(r)})
+				out := schemas.Envelope{ID: uuid.NewString(), Type: w.typ, Source: "test", Time: time.Now(),
+					SchemaVersion: 1, AggregateID: env.AggregateID, CommandID: w.id, Data: data}
+				if err := cl.ProduceSync(ctx, kafkaenv.Record(names.Events, r.Partition, out)).FirstErr(); err != nil && ctx.Err() == nil {
 					t.Error(err)
 				}
 			}

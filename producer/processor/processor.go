@@ -138,8 +138,8 @@ func (c *Config) Validate() error {
 	if len(c.Brokers) == 0 {
 		errs = append(errs, errors.New("processor: Brokers is required"))
 	}
-	if c.Topics.Commands == "" || c.Topics.Events == "" || c.Topics.Outcomes == "" {
-		errs = append(errs, errors.New("processor: Topics needs commands, events and outcomes"))
+	if c.Topics.Commands == "" || c.Topics.Events == "" {
+		errs = append(errs, errors.New("processor: Topics needs commands and events"))
 	}
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
@@ -466,15 +466,13 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		for _, topic := range []string{p.cfg.Topics.Events, p.cfg.Topics.Outcomes} {
-			sess.Produce(ctx, kafkaenv.Record(topic, o.record.Partition, env), func(_ *kgo.Record, err error) {
-				if err != nil {
-					produceMu.Lock()
-					produceErr = errors.Join(produceErr, err)
-					produceMu.Unlock()
-				}
-			})
-		}
+		sess.Produce(ctx, kafkaenv.Record(p.cfg.Topics.Events, o.record.Partition, env), func(_ *kgo.Record, err error) {
+			if err != nil {
+				produceMu.Lock()
+				produceErr = errors.Join(produceErr, err)
+				produceMu.Unlock()
+			}
+		})
 	}
 	if err := sess.Client().Flush(ctx); err != nil {
 		return nil, fmt.Errorf("flush outcomes: %w", err)
