@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -350,8 +351,11 @@ func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) 
 			}
 		}
 		memory := make([]processMemory, 0, len(urls))
-		for _, url := range urls {
-			memory = append(memory, readMetrics(ctx, client, url, through))
+		for _, endpoint := range urls {
+			if !everything {
+				endpoint = progressOnly(endpoint)
+			}
+			memory = append(memory, readMetrics(ctx, client, endpoint, through))
 		}
 		now := time.Now()
 		r.mu.Lock()
@@ -387,6 +391,20 @@ func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) 
 		r.pending = kept
 		r.mu.Unlock()
 	}
+}
+
+// progressOnly asks a Kappa metrics endpoint for the progress family alone
+// (an endpoint that ignores the parameter serves the whole page, which
+// reads the same).
+func progressOnly(metricsURL string) string {
+	u, err := url.Parse(metricsURL)
+	if err != nil {
+		return metricsURL
+	}
+	q := u.Query()
+	q.Add("name", strings.TrimSuffix(throughMetric, "{"))
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // reportsProgress tells whether url carries projection progress, or is not

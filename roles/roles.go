@@ -16,7 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
@@ -188,7 +187,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 	}
 	reg := cfg.registry()
 	handler := http.NewServeMux()
-	handler.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	handler.Handle("/metrics", metrics.Handler(reg))
 	handler.Handle("/", metrics.HTTP(reg, apiHandler))
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -342,7 +341,7 @@ func serveOps(ctx context.Context, cfg Config, reg *prometheus.Registry, ready f
 		return nil
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics.Handler(reg))
 	// Profiles for `go tool pprof`; the ops address is for operators, not
 	// the public API.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
