@@ -234,7 +234,9 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func newCluster(t *testing.T, bin, name string) *cluster {
+// newCluster starts ingest and the given number of instances of every
+// other role on fresh topics, schema and database.
+func newCluster(t *testing.T, bin, name string, instances int) *cluster {
 	t.Helper()
 	brokers := strings.Join(kappatest.Brokers(t), ",")
 	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
@@ -276,7 +278,7 @@ func newCluster(t *testing.T, bin, name string) *cluster {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
 	c.start("ingest", "ingest")
-	for i := range 2 {
+	for i := range instances {
 		c.start(fmt.Sprintf("process-%d", i), "process")
 		c.start(fmt.Sprintf("clickhouse-%d", i), "project", "clickhouse")
 		c.start(fmt.Sprintf("postgres-%d", i), "project", "postgres")
@@ -310,7 +312,7 @@ func freePort(t *testing.T) string {
 // then the oracle.
 func TestFaults(t *testing.T) {
 	enabled(t)
-	c := newCluster(t, build(t, ""), "faults")
+	c := newCluster(t, build(t, ""), "faults", 2)
 	w := startWorkload(t, "http://"+c.ingest, 10, 40*time.Millisecond)
 
 	step := func() { time.Sleep(1500 * time.Millisecond) } // let the workload run between faults
@@ -359,7 +361,7 @@ func TestFaults(t *testing.T) {
 // redelivered rows again. The oracle must catch it.
 func TestFaultsNegativeControl(t *testing.T) {
 	enabled(t)
-	c := newCluster(t, build(t, "kappa_broken"), "broken")
+	c := newCluster(t, build(t, "kappa_broken"), "broken", 2)
 	w := startWorkload(t, "http://"+c.ingest, 10, 40*time.Millisecond)
 	for range 3 {
 		time.Sleep(2 * time.Second) // let rows flow between kills

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -25,6 +26,9 @@ type workload struct {
 	rng       *rand.Rand
 	run       string
 
+	client   *http.Client
+	sending  sync.Mutex // held while a batch is sent
+	paused   bool
 	stopping chan struct{}
 	done     chan struct{}
 
@@ -35,19 +39,23 @@ type workload struct {
 	seq               int
 }
 
-func startWorkload(t *testing.T, base string, batchSize int, every time.Duration) *workload {
-	t.Helper()
-	w := &workload{
+func newWorkload(base string, batchSize int, every time.Duration) *workload {
+	return &workload{
 		base: base, batchSize: batchSize, every: every, rng: rand.New(rand.NewPCG(42, 7)),
 		run: fmt.Sprint(time.Now().UnixNano()), stopping: make(chan struct{}), done: make(chan struct{}), acked: map[string]bool{},
+		client: &http.Client{Timeout: 10 * time.Second},
 	}
+}
+
+func startWorkload(t *testing.T, base string, batchSize int, every time.Duration) *workload {
+	t.Helper()
+	w := newWorkload(base, batchSize, every)
 	go w.loop(t)
 	return w
 }
 
 func (w *workload) loop(t *testing.T) {
 	defer close(w.done)
-	client := &http.Client{Timeout: 10 * time.Second}
 	tick := time.NewTicker(w.every)
 	defer tick.Stop()
 	for {
@@ -56,31 +64,64 @@ func (w *workload) loop(t *testing.T) {
 			return
 		case <-tick.C:
 		}
-		batch := w.next()
-		body, err := json.Marshal(batch)
+		w.sending.Lock()
+		var err error
+		if !w.paused {
+			err = w.send()
+		}
+		w.sending.Unlock()
 		if err != nil {
 			t.Error(err)
 			return
 		}
-		for {
-			w.attempts.Add(1)
-			ids, status, err := post(client, w.base+"/v1/commands:batch", body)
-			if err == nil && (status == http.StatusAccepted || status == http.StatusOK) {
-				w.mu.Lock()
-				for _, id := range ids {
-					w.acked[id] = true
-				}
-				w.mu.Unlock()
-				break
-			}
-			if err == nil && status < 500 {
-				t.Errorf("workload batch refused with %d", status)
-				return
-			}
-			w.retries.Add(1)
-			time.Sleep(200 * time.Millisecond) // a client's retry delay, not synchronisation
-		}
 	}
+}
+
+// send sends the next batch until it is acknowledged.
+func (w *workload) send() error {
+	batch := w.next()
+	body, err := json.Marshal(batch)
+	if err != nil {
+		return err
+	}
+	for {
+		w.attempts.Add(1)
+		ids, status, err := post(w.client, w.base+"/v1/commands:batch", body)
+		if err == nil && (status == http.StatusAccepted || status == http.StatusOK) {
+			w.mu.Lock()
+			for _, id := range ids {
+				w.acked[id] = true
+			}
+			w.mu.Unlock()
+			return nil
+		}
+		if err == nil && status < 500 {
+			return fmt.Errorf("workload batch refused with %d", status)
+		}
+		w.retries.Add(1)
+		time.Sleep(200 * time.Millisecond) // a client's retry delay, not synchronisation
+	}
+}
+
+// pause stops sending until resume; it returns once the batch in hand is
+// acknowledged.
+func (w *workload) pause() {
+	w.sending.Lock()
+	defer w.sending.Unlock()
+	w.paused = true
+}
+
+func (w *workload) resume() {
+	w.sending.Lock()
+	defer w.sending.Unlock()
+	w.paused = false
+}
+
+// snapshot returns the command ids acknowledged so far.
+func (w *workload) snapshot() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.acked)
 }
 
 func post(client *http.Client, url string, body []byte) ([]string, int, error) {

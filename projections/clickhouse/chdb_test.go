@@ -30,7 +30,17 @@ func TestModernDDLOnCurrentClickHouse(t *testing.T) {
 	for _, m := range migrations {
 		statements = append(statements, m.Statements...)
 	}
-	data, err := json.Marshal(statements)
+	// The gates a writer inserts through (fence.go): the script sends the
+	// order lines through one, checks that they reach the table and its
+	// view, drops the gates and checks that the gate refuses the next insert.
+	var drops []string
+	for _, table := range []string{"events", "cart_lines", "orders", "order_lines", "articles"} {
+		drops = append(drops, clickhouse.DropGate("kappa", clickhouse.GateName("w1", table), 26))
+	}
+	data, err := json.Marshal(map[string]any{
+		"ddl": statements, "create_gates": clickhouse.CreateGates("kappa", "w1"), "drop_gates": drops,
+		"order_lines_gate": clickhouse.GateName("w1", "order_lines"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

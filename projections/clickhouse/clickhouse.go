@@ -9,10 +9,12 @@
 // and skips rows that a typed table already holds up to its own max(offset).
 // A crash between inserts therefore neither loses nor duplicates a row.
 //
-// This holds for one writer per partition, which the consumer group gives.
-// Two instances that both believe they own a partition (a member kicked out
-// of the group while blocked on a ClickHouse outage) could both insert;
-// fencing that case is future work.
+// This needs one writer per partition. The consumer group gives that only
+// to members that know they are members: one stopped past its session
+// timeout comes back believing it still owns its partitions. Writes go
+// through gates per member that a new owner drops before it resumes, so a
+// stale member's writes either land before the new owner reads where to
+// resume or fail (fence.go).
 package clickhouse
 
 import (
@@ -96,6 +98,9 @@ type Store struct {
 	// entries were read from ClickHouse and not invalidated by a failure.
 	held  map[string]map[int32]int64
 	known map[int32]bool
+	// writer names this store's gates once Fence has made it a group
+	// member's writer (see fence.go); empty, it writes to the tables.
+	writer string
 }
 
 // Open connects over the native protocol. The database need not exist yet.

@@ -22,3 +22,6 @@ func (s *Store) ApplyTypedOnly(ctx context.Context, batch []schemas.Record) erro
 	}
 	return nil
 }
+
+// WriterID is the name part of a member's gates.
+func WriterID(member string) string { return writerID(member) }

@@ -251,9 +251,9 @@ func (s *Store) insert(ctx context.Context, table string, rows [][]any) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	b, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (%s)", s.cfg.Database, table, strings.Join(columns[table], ", ")))
+	b, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (%s)", s.cfg.Database, s.target(table), strings.Join(columns[table], ", ")))
 	if err != nil {
-		return fmt.Errorf("prepare insert into %s: %w", table, err)
+		return s.fenced(fmt.Errorf("prepare insert into %s: %w", table, err))
 	}
 	for _, r := range rows {
 		if err := b.Append(r...); err != nil {
@@ -262,7 +262,7 @@ func (s *Store) insert(ctx context.Context, table string, rows [][]any) error {
 		}
 	}
 	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert %d rows into %s: %w", len(rows), table, err)
+		return s.fenced(fmt.Errorf("insert %d rows into %s: %w", len(rows), table, err))
 	}
 	return nil
 }
@@ -279,6 +279,8 @@ func nonNil(s []string) []string {
 // instead each table is asked which of their event ids it already has, and
 // an event is inserted into a table only if it is not there yet.
 func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	byTable := map[string][][]any{}
 	for _, r := range batch {
 		for _, rw := range mapRecord(r) {

@@ -1,8 +1,10 @@
 """Runs Kappa's ClickHouse DDL, rendered for a current server, in chdb
 (current ClickHouse in-process), then checks that rows inserted the way the
-projection inserts them reach the materialized-view aggregates.
+projection inserts them, through a writer's gate, reach the table and the
+materialized-view aggregates, and that a dropped gate refuses inserts.
 
 Usage: python chdb_ddl.py STATEMENTS_JSON DATABASE
+STATEMENTS_JSON holds {"ddl", "create_gates", "drop_gates", "order_lines_gate"}.
 Prints one line per check; exits non-zero on the first failure.
 """
 import json
@@ -13,7 +15,8 @@ from chdb import session
 
 
 def main() -> int:
-    statements = json.load(open(sys.argv[1]))
+    spec = json.load(open(sys.argv[1]))
+    statements = spec["ddl"]
     db = sys.argv[2]
     with tempfile.TemporaryDirectory() as path:
         s = session.Session(path)
@@ -28,11 +31,19 @@ def main() -> int:
         if "DateTime64(3, 'UTC')" not in types or "LowCardinality(String)" not in types:
             print("FAIL: modern column types not applied")
             return 1
+        for stmt in spec["create_gates"]:
+            s.query(stmt)
+        gate = spec["order_lines_gate"]
         s.query(
-            f"INSERT INTO {db}.order_lines (event_id, order_id, customer_id, product_id, quantity, unit_price_cents, "
+            f"INSERT INTO {db}.{gate} (event_id, order_id, customer_id, product_id, quantity, unit_price_cents, "
             "revenue_cents, placed_at, `partition`, `offset`) VALUES "
             "('e1', 'o1', 'c1', 'p1', 2, 150, 300, '2026-11-22 10:15:00.123', 0, 7), "
             "('e2', 'o2', 'c2', 'p1', 1, 150, 150, '2026-11-22 10:45:00.000', 1, 3)")
+        lines = s.query(f"SELECT count() FROM {db}.order_lines", "CSV").bytes().decode().strip()
+        print("order_lines through the gate", lines)
+        if lines != "2":
+            print("FAIL: rows inserted through the gate did not reach order_lines")
+            return 1
         s.query(
             f"INSERT INTO {db}.articles (event_id, event_type, article_id, author_id, title, tags, tags_changed, "
             "article_version, occurred_at, `partition`, `offset`) VALUES "
@@ -51,6 +62,21 @@ def main() -> int:
         print("published", published)
         if published != '"u1",1':
             print("FAIL: articles_per_author_day")
+            return 1
+        for stmt in spec["drop_gates"]:
+            s.query(stmt)
+        try:
+            s.query(
+                f"INSERT INTO {db}.{gate} (event_id, order_id, customer_id, product_id, quantity, unit_price_cents, "
+                "revenue_cents, placed_at, `partition`, `offset`) VALUES "
+                "('e9', 'o9', 'c9', 'p9', 1, 1, 1, '2026-11-22 12:00:00', 0, 8)")
+        except Exception as e:  # chdb raises its own error type
+            if "UNKNOWN_TABLE" not in str(e):
+                print("FAIL: a dropped gate refused an insert for another reason:", e)
+                return 1
+            print("dropped gate refuses inserts: UNKNOWN_TABLE")
+        else:
+            print("FAIL: a dropped gate accepted an insert")
             return 1
     print("ok")
     return 0
