@@ -82,5 +82,5 @@ stack-purge: ## Stop the local stack and delete its data.
 
 .PHONY: faults
 faults: stack ## Run the fault-injection suite (kills, restarts, cut links, poison) and its negative control.
-	$(STACK_ENV) && KAPPA_FAULTS=1 KAPPA_INTEGRATION=require $(GO) test -count=1 -v -timeout 20m -run 'TestFaults' ./faults/ 2>&1 | tee .stack/faults.log | grep -vE '^time=' 
+	$(STACK_ENV) && KAPPA_FAULTS=1 KAPPA_INTEGRATION=require $(GO) test -count=1 -v -timeout 20m -run 'TestFaults|TestBrokerRestartWhileIdle|TestPausedClickHouseWriter' ./faults/ 2>&1 | tee .stack/faults.log | grep -vE '^time=' 
 	@grep -qE '^ok ' .stack/faults.log

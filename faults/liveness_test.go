@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -67,9 +69,24 @@ func (c *cluster) kafkaOutage(down time.Duration, what string, during func()) {
 	if during != nil {
 		during()
 	}
+	// A member that cannot reach its group is not ready, and says so on
+	// /readyz and in its metrics.
+	readiness := "clickhouse-0 never said it was not ready"
+	for time.Now().Before(start.Add(down)) {
+		code, body := c.get("/readyz")
+		_, metrics := c.get("/metrics?name=kappa_group_member_ready")
+		if code == http.StatusServiceUnavailable && strings.Contains(metrics, `kappa_group_member_ready{role="clickhouse"} 0`) {
+			readiness = "clickhouse-0 /readyz 503 (" + strings.TrimSpace(body) + ") and kappa_group_member_ready 0"
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // polling readiness
+	}
+	if strings.HasPrefix(readiness, "clickhouse-0 never") {
+		c.t.Errorf("Kafka away for %s: %s", down, readiness)
+	}
 	time.Sleep(time.Until(start.Add(down))) // the fault: the broker is gone this long
 	c.stack("up", "kafka")
-	c.record("kafka down "+what, fmt.Sprintf("down and up again in %s", time.Since(start).Round(100*time.Millisecond)))
+	c.record("kafka down "+what, fmt.Sprintf("down and up again in %s; %s", time.Since(start).Round(100*time.Millisecond), readiness))
 }
 
 // relaunch SIGKILLs a role and starts it again at once; with the broker
@@ -80,6 +97,27 @@ func (c *cluster) relaunch(name string) {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	waitExit(p.cmd)
 	c.launch(p)
+}
+
+// get fetches a path of clickhouse-0's ops address and returns the status
+// and body; 0 if it does not answer.
+func (c *cluster) get(path string) (int, string) {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + c.opsAddr + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// logLines counts the lines of a role's log that contain s.
+func (c *cluster) logLines(name, s string) int {
+	b, err := os.ReadFile(c.procs[name].log)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
 }
 
 // exited returns the roles whose process has ended.
@@ -98,7 +136,8 @@ func (c *cluster) exited() []string {
 // of its role as a member, every partition assigned, and has consumed up to
 // where its topic ended when the check began; it fails the test if that
 // takes longer than liveBound. It also asks ingest for one decision, which
-// needs the processors and ingest's outcome reader.
+// needs the processors and ingest's outcome reader, and clickhouse-0's
+// /readyz, which must say ready again.
 func (c *cluster) checkLiveness(after string) {
 	c.t.Helper()
 	start := time.Now()
@@ -143,6 +182,11 @@ func (c *cluster) checkLiveness(after string) {
 		}
 		if why == nil {
 			why = c.decides()
+		}
+		if why == nil {
+			if code, body := c.get("/readyz"); code != http.StatusOK {
+				why = fmt.Errorf("clickhouse-0 /readyz %d: %s", code, strings.TrimSpace(body))
+			}
 		}
 		if why == nil {
 			c.record("check: all live", fmt.Sprintf("after %s: every member back, every partition assigned and consumed, a decision answered; took %s", after, time.Since(start).Round(100*time.Millisecond)))
@@ -288,13 +332,19 @@ func TestPausedClickHouseWriter(t *testing.T) {
 	c.start("clickhouse-1", "project", "clickhouse")
 	w := startWorkload(t, "http://"+c.ingest, 10, 40*time.Millisecond)
 	time.Sleep(2 * time.Second) // let the workload run before the fault
-	for _, name := range []string{"clickhouse-0", "clickhouse-1"} {
+	for i, name := range []string{"clickhouse-0", "clickhouse-1"} {
+		other := fmt.Sprintf("clickhouse-%d", 1-i)
+		fencedBefore := c.logLines(other, "fenced off a former writer")
 		// A slow link keeps a batch in flight most of the time, so the
 		// pause most likely comes while the projector holds one.
 		c.chProxy.setLatency(50 * time.Millisecond)
 		c.pause(name, 10*time.Second)
 		c.chProxy.setLatency(0)
 		c.checkLiveness("SIGSTOP of " + name)
+		if c.logLines(other, "fenced off a former writer") == fencedBefore {
+			t.Errorf("%s took the partitions of %s without fencing it off", other, name)
+		}
+		t.Logf("%s hit the fence when it continued: %d times", name, c.logLines(name, "fenced off: the group gave"))
 	}
 	acked := w.stop(t)
 	report := c.check(t, acked, 2*time.Minute)

@@ -1,8 +1,11 @@
 // Package faults_test is the fault-injection suite: it runs every role as
 // its own process on the real local stack, drives a steady command workload
 // through HTTP, injects faults (SIGKILLs of every role, several instances
-// with one killed, Kafka, ClickHouse and Postgres restarts, cut and slow
-// connections, poison events), then checks an oracle against the log.
+// with one killed, pauses past the session timeout, Kafka restarts and
+// outages under load, while idle and during a rebalance, ClickHouse and
+// Postgres restarts, cut and slow connections, poison events), checks
+// after each that every group is whole and consuming, then checks an
+// oracle against the log.
 //
 // It runs with `make faults` (KAPPA_FAULTS=1) and in CI. A negative control
 // repeats a short run with a deliberately broken projection and requires
@@ -147,6 +150,16 @@ func waitExit(cmd *exec.Cmd) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// remove stops a role for good with SIGTERM, as scaling down does.
+func (c *cluster) remove(name string) {
+	c.t.Helper()
+	p := c.procs[name]
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	waitExit(p.cmd)
+	delete(c.procs, name)
+	c.record("SIGTERM "+name, "removed for good")
 }
 
 func (c *cluster) stopAll() {
@@ -309,7 +322,8 @@ func freePort(t *testing.T) string {
 }
 
 // TestFaults is the suite: faults at several points of a steady workload,
-// then the oracle.
+// each followed by a check that every member is back and consuming, then
+// the oracle.
 func TestFaults(t *testing.T) {
 	enabled(t)
 	c := newCluster(t, build(t, ""), "faults", 2)
@@ -324,29 +338,65 @@ func TestFaults(t *testing.T) {
 	c.kill("process-0")
 	step()
 	c.kill("ingest")
-	step()
+	c.checkLiveness("SIGKILLs of one instance of every role")
 	c.injectPoison(3)
 	c.killFor("clickhouse-1", 8*time.Second)
 	c.killFor("process-1", 8*time.Second)
+	c.checkLiveness("instances down past the session timeout")
 	c.cut(c.chProxy, "clickhouse", 4*time.Second)
 	step()
 	c.cut(c.pgProxy, "postgres", 4*time.Second)
 	step()
 	c.slow(c.chProxy, "clickhouse", 150*time.Millisecond, 4*time.Second)
 	c.slow(c.pgProxy, "postgres", 150*time.Millisecond, 4*time.Second)
+	c.checkLiveness("cut and slow store links")
+
+	// Pauses past the session timeout: the group moves the member's
+	// partitions while it may hold a batch (a slow store link keeps one
+	// in flight), and it must neither write it twice nor stay out.
+	c.chProxy.setLatency(50 * time.Millisecond)
+	c.pause("clickhouse-0", 9*time.Second)
+	c.chProxy.setLatency(0)
+	c.checkLiveness("SIGSTOP of clickhouse-0")
+	c.pgProxy.setLatency(50 * time.Millisecond)
+	c.pause("postgres-1", 9*time.Second)
+	c.pgProxy.setLatency(0)
+	c.checkLiveness("SIGSTOP of postgres-1")
+	c.pause("process-0", 9*time.Second)
+	c.checkLiveness("SIGSTOP of process-0")
+	c.pause("ingest", 9*time.Second)
+	c.checkLiveness("SIGSTOP of ingest")
+
 	c.restartStore("clickhouse")
 	step()
 	c.restartStore("postgres")
-	step()
+	c.checkLiveness("store restarts")
 	c.injectPoison(3)
+
+	// The broker: restarted under load, restarted while nothing flows,
+	// away past the session timeout with a role started meanwhile, and
+	// restarted in the middle of a rebalance.
 	c.restartStore("kafka")
-	step()
+	c.checkLiveness("kafka restarted under load")
+	w.pause()
+	c.checkLiveness("the workload pausing")
+	c.restartStore("kafka")
+	w.resume()
+	c.checkLiveness("kafka restarted while idle")
+	c.kafkaOutage(15*time.Second, "for 15s, postgres-1 started meanwhile", func() { c.relaunch("postgres-1") })
+	c.checkLiveness("kafka away for 15s")
+	c.start("clickhouse-2", "project", "clickhouse")
+	c.restartStore("kafka")
+	c.checkLiveness("kafka restarted while clickhouse-2 joined")
+	c.remove("clickhouse-2")
+	c.checkLiveness("clickhouse-2 leaving")
+
 	c.kill("postgres-0")
 	c.kill("clickhouse-0")
 	c.kill("process-1")
 	step()
 	c.kill("ingest")
-	step()
+	c.checkLiveness("SIGKILLs at the end")
 
 	acked := w.stop(t)
 	report := c.check(t, acked, 3*time.Minute)

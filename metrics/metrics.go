@@ -35,9 +35,56 @@ func Handler(reg *prometheus.Registry) http.Handler {
 	})
 }
 
+// member observes whether a consumer-group member does its share; it
+// implements groupwatch.Observer for the projections and the processors.
+type member struct {
+	ready      prometheus.Gauge
+	partitions prometheus.Gauge
+	notReady   *prometheus.GaugeVec
+}
+
+// memberReasons are groupwatch's reasons, so that every series exists
+// from the start.
+var memberReasons = []string{"starting", "outside_group", "idle_while_partitions_unowned", "stalled_with_lag", "check_failed"}
+
+func newMember(reg prometheus.Registerer, role string) *member {
+	labels := prometheus.Labels{"role": role}
+	m := &member{
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_group_member_ready",
+			Help: "1 while this consumer-group member does its share: in its group, holding partitions while some have no owner, applying what waits.", ConstLabels: labels}),
+		partitions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_group_member_partitions",
+			Help: "Partitions this member holds, as its group's coordinator lists them.", ConstLabels: labels}),
+		notReady: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kappa_group_member_not_ready",
+			Help: "1 for the reason this member is not ready, 0 for the others.", ConstLabels: labels}, []string{"reason"}),
+	}
+	for _, r := range memberReasons {
+		m.notReady.WithLabelValues(r)
+	}
+	reg.MustRegister(m.ready, m.partitions, m.notReady)
+	return m
+}
+
+// Checked records a verdict on the member.
+func (m *member) Checked(ready bool, reason string, partitions int) {
+	v := 0.0
+	if ready {
+		v = 1
+	}
+	m.ready.Set(v)
+	m.partitions.Set(float64(partitions))
+	for _, r := range memberReasons {
+		v := 0.0
+		if r == reason {
+			v = 1
+		}
+		m.notReady.WithLabelValues(r).Set(v)
+	}
+}
+
 // Projection observes one projection's consumer; it implements
-// consumer.Observer.
+// consumer.Observer and groupwatch.Observer.
 type Projection struct {
+	*member
 	applied      prometheus.Counter
 	batches      prometheus.Histogram
 	failures     prometheus.Counter
@@ -52,6 +99,7 @@ type Projection struct {
 func NewProjection(reg prometheus.Registerer, projection string) *Projection {
 	labels := prometheus.Labels{"projection": projection}
 	m := &Projection{
+		member: newMember(reg, projection),
 		applied: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_projection_applied_records_total",
 			Help: "Records applied to the sink, including outcome records.", ConstLabels: labels}),
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_projection_batch_apply_seconds",
@@ -104,8 +152,9 @@ func (m *Projection) BatchFailed(error) { m.failures.Inc() }
 func (m *Projection) DeadLettered(n int) { m.deadLettered.Add(float64(n)) }
 
 // Processor observes the command processors; it implements
-// processor.Observer.
+// processor.Observer and groupwatch.Observer.
 type Processor struct {
+	*member
 	commands  *prometheus.CounterVec
 	committed prometheus.Counter
 	aborted   prometheus.Counter
@@ -114,6 +163,7 @@ type Processor struct {
 // NewProcessor registers the processors' metrics.
 func NewProcessor(reg prometheus.Registerer) *Processor {
 	m := &Processor{
+		member: newMember(reg, "processor"),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_processor_commands_total",
 			Help: "Commands decided, by outcome: accepted, rejected, or duplicate (a retry answered with the first outcome)."}, []string{"outcome"}),
 		committed: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_transactions_committed_total",

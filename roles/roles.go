@@ -62,6 +62,10 @@ type Config struct {
 	InstanceID string
 	// SessionTimeout of the consumer groups. Default 10s.
 	SessionTimeout time.Duration
+	// StallTimeout is how long a group member may do less than its share
+	// (no partition while some have no owner, or records waiting and
+	// none applied) before its /readyz says so (groupwatch). Default 30s.
+	StallTimeout time.Duration
 	// IdempotencyWindow is how long an idempotency key is honoured, by
 	// ingest and processors alike. Default 24h.
 	IdempotencyWindow time.Duration
@@ -110,7 +114,8 @@ func (c Config) Topics() topics.Names {
 	return topics.NamesFor(c.TopicPrefix)
 }
 
-// EnsureTopics creates Kappa's topics if they are missing.
+// EnsureTopics creates Kappa's topics if they are missing, waiting for the
+// broker while it cannot be reached.
 func EnsureTopics(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)...)
@@ -118,7 +123,11 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer cl.Close()
-	n, err := topics.Ensure(ctx, cl, cfg.Topics(), topics.Config{Partitions: cfg.Partitions})
+	var n int32
+	err = untilReachable(ctx, cfg.Logger, "create topics", func(ctx context.Context) (err error) {
+		n, err = topics.Ensure(ctx, cl, cfg.Topics(), topics.Config{Partitions: cfg.Partitions})
+		return err
+	})
 	if err != nil {
 		return err
 	}
@@ -138,7 +147,7 @@ func Migrate(ctx context.Context, cfg Config, pg, ch bool) error {
 			return err
 		}
 		defer store.Close()
-		if err := store.Migrate(ctx); err != nil {
+		if err := untilReachable(ctx, cfg.Logger, "migrate postgres", store.Migrate); err != nil {
 			return err
 		}
 	}
@@ -148,7 +157,7 @@ func Migrate(ctx context.Context, cfg Config, pg, ch bool) error {
 			return err
 		}
 		defer store.Close()
-		if err := store.Migrate(ctx); err != nil {
+		if err := untilReachable(ctx, cfg.Logger, "migrate clickhouse", store.Migrate); err != nil {
 			return err
 		}
 	}
@@ -176,7 +185,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer reads.Close()
-	if err := reads.Migrate(ctx); err != nil {
+	if err := untilReachable(ctx, cfg.Logger, "migrate postgres", reads.Migrate); err != nil {
 		return err
 	}
 	apiCfg := cfg.API
@@ -231,16 +240,16 @@ func runProcess(ctx context.Context, cfg Config) error {
 	p, err := processor.New(processor.Config{
 		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
-		MinTransactionInterval: cfg.TransactionInterval,
-		Observer:               metrics.NewProcessor(reg),
-		Logger:                 cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		MinTransactionInterval: cfg.TransactionInterval, StallTimeout: cfg.StallTimeout,
+		Observer: metrics.NewProcessor(reg),
+		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	})
 	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
-	g.Go(func() error { return serveOps(gctx, cfg, reg, func(context.Context) error { return nil }) })
+	g.Go(func() error { return serveOps(gctx, cfg, reg, func(context.Context) error { return p.Ready() }) })
 	return g.Wait()
 }
 
@@ -259,7 +268,7 @@ func runProjectPostgres(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	if err := store.Migrate(ctx); err != nil {
+	if err := untilReachable(ctx, cfg.Logger, "migrate postgres", store.Migrate); err != nil {
 		return err
 	}
 	return project(ctx, cfg, "postgres", store)
@@ -280,7 +289,7 @@ func runProjectClickHouse(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer store.Close()
-	if err := store.Migrate(ctx); err != nil {
+	if err := untilReachable(ctx, cfg.Logger, "migrate clickhouse", store.Migrate); err != nil {
 		return err
 	}
 	return project(ctx, cfg, "clickhouse", store)
@@ -305,7 +314,7 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
 		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: flush,
-		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout,
+		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, StallTimeout: cfg.StallTimeout,
 		Observer: metrics.NewProjection(reg, name),
 		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
 	}, sink)
@@ -316,8 +325,8 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 	g.Go(func() error { return c.Run(gctx) })
 	g.Go(func() error {
 		return serveOps(gctx, cfg, reg, func(ctx context.Context) error {
-			if !c.Healthy() {
-				return errors.New("the last attempt to apply a batch failed; retrying")
+			if err := c.Ready(); err != nil {
+				return err
 			}
 			return sink.Ping(ctx)
 		})

@@ -37,6 +37,7 @@ type kafkaFlags struct {
 	GroupPrefix    string        `env:"KAPPA_GROUP_PREFIX" default:"kappa" help:"Prefix of the consumer groups (<prefix>-processor, -clickhouse, -postgres)."`
 	InstanceID     string        `env:"KAPPA_INSTANCE_ID" help:"Static group member id (KIP-345), unique per instance of a role, e.g. the pod name; a restarted instance then takes its partitions back at once."`
 	SessionTimeout time.Duration `env:"KAPPA_SESSION_TIMEOUT" default:"10s" help:"How long a consumer group waits for a silent member before moving its partitions."`
+	StallTimeout   time.Duration `env:"KAPPA_STALL_TIMEOUT" default:"30s" help:"How long a group member may hold no partition while some have no owner, or let records wait without applying any, before its /readyz says so."`
 }
 
 type postgresFlags struct {
@@ -360,7 +361,7 @@ type devCmd struct {
 
 func (k kafkaFlags) apply(c *roles.Config) {
 	c.Brokers, c.TopicPrefix, c.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
-	c.InstanceID, c.SessionTimeout = k.InstanceID, k.SessionTimeout
+	c.InstanceID, c.SessionTimeout, c.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
 }
 
 func (p postgresFlags) apply(c *roles.Config) {

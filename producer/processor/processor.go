@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/groupwatch"
 	"github.com/kappa-cqrs/kappa/kafkaenv"
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
 	"github.com/kappa-cqrs/kappa/schemas"
@@ -90,6 +91,10 @@ type Config struct {
 	// ShutdownTimeout bounds finishing the transaction in hand when Run's
 	// context ends. Default 30s.
 	ShutdownTimeout time.Duration
+	// StallTimeout is how long the processor may hold no partition while
+	// some have no owner, or hold partitions whose commands wait while it
+	// decides none, before Ready says it is not ready. Default 30s.
+	StallTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
 	// ClientOpts are extra franz-go options, for tests and tuning.
@@ -123,6 +128,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = 30 * time.Second
 	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
@@ -158,6 +166,7 @@ type Processor struct {
 
 	mu      sync.Mutex
 	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
+	watch   *groupwatch.Watch
 }
 
 // New returns a Processor, or the configuration's problems.
@@ -174,8 +183,72 @@ func New(cfg Config) (*Processor, error) {
 	}, nil
 }
 
-// Run decides commands until ctx ends.
+// Run decides commands until ctx ends. A transactional session that fails
+// (the broker went away while a transaction was open, and franz-go cannot
+// go on with it) is closed, the state it decided from is dropped, and a new
+// session takes over after a backoff: with the same transactional id, it
+// fences the old one's open transaction.
 func (p *Processor) Run(ctx context.Context) error {
+	plain, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.ClientOpts...)...)
+	if err != nil {
+		return fmt.Errorf("create kafka client: %w", err)
+	}
+	defer plain.Close()
+	watchCfg := groupwatch.Config{Group: p.cfg.Group, Topic: p.cfg.Topics.Commands, StallTimeout: p.cfg.StallTimeout, Logger: p.log}
+	if o, ok := p.cfg.Observer.(groupwatch.Observer); ok {
+		watchCfg.Observer = o
+	}
+	watch, err := groupwatch.New(watchCfg, plain)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.watch = watch
+	p.mu.Unlock()
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() { defer close(watching); _ = watch.Run(watchCtx) }()
+	defer func() { stopWatching(); <-watching }()
+
+	wait, maxWait := time.Second, 30*time.Second
+	for {
+		err := p.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, errConfig) {
+			return err
+		}
+		p.partitions = map[int32]*Partition{}
+		p.log.Error("the transactional session failed; a new one takes over", "err", err, "in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		wait = min(2*wait, maxWait)
+	}
+}
+
+// Ready returns nil when this processor is a member of its group that
+// does its share of the partitions (groupwatch), else why not.
+func (p *Processor) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.watch == nil {
+		return errors.New("not started")
+	}
+	return p.watch.Ready()
+}
+
+// errConfig marks errors that a new session would meet again.
+var errConfig = errors.New("processor configuration")
+
+// session decides commands in one transactional session until ctx ends
+// or the session fails.
+func (p *Processor) session(ctx context.Context) error {
 	forget := func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 		p.mu.Lock()
 		defer p.mu.Unlock()
@@ -216,9 +289,10 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	sess, err := kgo.NewGroupTransactSession(opts...)
 	if err != nil {
-		return fmt.Errorf("create transactional session: %w", err)
+		return fmt.Errorf("%w: create transactional session: %w", errConfig, err)
 	}
 	defer sess.Close()
+	p.watch.SetMember(func() string { id, _ := sess.Client().GroupMetadata(); return id })
 
 	var lastBegin time.Time
 	for {
@@ -303,6 +377,9 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		return nil
 	}
 	p.cfg.Observer.Committed(staged.accepted, staged.rejected, staged.duplicates)
+	for part, next := range nextOffsets(records) {
+		p.watch.Progressed(part, next)
+	}
 	for key, o := range staged.keyed {
 		if part, ok := p.partitions[key.partition]; ok {
 			part.remember(*o, time.Now(), p.cfg.IdempotencyWindow)
@@ -702,4 +779,13 @@ func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {
 	}
 	cmd, err := schemas.DecodeCommand(env)
 	return env, cmd, err
+}
+
+// nextOffsets returns, per partition, the offset after the last of records.
+func nextOffsets(records []*kgo.Record) map[int32]int64 {
+	next := map[int32]int64{}
+	for _, r := range records {
+		next[r.Partition] = max(next[r.Partition], r.Offset+1)
+	}
+	return next
 }
