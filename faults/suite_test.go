@@ -371,7 +371,6 @@ func TestFaults(t *testing.T) {
 	step()
 	c.restartStore("postgres")
 	c.checkLiveness("store restarts")
-	c.injectPoison(3)
 
 	// The broker: restarted under load, restarted while nothing flows,
 	// away past the session timeout with a role started meanwhile, and
@@ -390,6 +389,8 @@ func TestFaults(t *testing.T) {
 	c.checkLiveness("kafka restarted while clickhouse-2 joined")
 	c.remove("clickhouse-2")
 	c.checkLiveness("clickhouse-2 leaving")
+	// Parking after the broker's faults: the dead-letter followers are back.
+	c.injectPoison(3)
 
 	c.kill("postgres-0")
 	c.kill("clickhouse-0")
