@@ -20,9 +20,12 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
+
+// kafka is how every case reaches Kafka.
+func (c Config) kafka() kafka.Connection { return kafka.Connection{Brokers: c.Brokers} }
 
 // Config is shared by the orchestrator and the cases.
 type Config struct {
@@ -90,7 +93,7 @@ func events(cfg Config) []*kgo.Record {
 			SchemaVersion: 1, AggregateID: cart, AggregateVersion: versions[cart], CommandID: fmt.Sprintf("c%d", i), Data: data}
 		h := fnv.New32a()
 		_, _ = h.Write([]byte(cart))
-		records[i] = kafkaenv.Record(eventsTopic(cfg), int32(h.Sum32()%uint32(cfg.Partitions)), env)
+		records[i] = kafka.Record(eventsTopic(cfg), int32(h.Sum32()%uint32(cfg.Partitions)), env)
 	}
 	return records
 }
@@ -99,7 +102,7 @@ func eventsTopic(cfg Config) string { return cfg.Prefix + ".events" }
 
 // produceEvents writes the bench's events to its topic.
 func produceEvents(ctx context.Context, cfg Config) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	cl, err := cfg.kafka().NewClient(kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		return err

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 // The bench's events look like the processors' output: each cart's
@@ -14,7 +14,7 @@ func TestEventsAreLikeTheProcessors(t *testing.T) {
 	last := map[string]int64{}
 	partition := map[string]int32{}
 	for _, r := range events(cfg) {
-		env, err := kafkaenv.Envelope(r)
+		env, err := kafka.Envelope(r)
 		if err != nil {
 			t.Fatal(err)
 		}

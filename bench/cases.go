@@ -23,7 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/consumer"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
@@ -127,7 +127,7 @@ func projectClickHouse(ctx context.Context, cfg Config, name string, log *slog.L
 // project runs Kappa's projection runtime over the bench topic until every
 // event is applied.
 func project(ctx context.Context, cfg Config, name string, sink consumer.Sink, log *slog.Logger) (CaseResult, error) {
-	c, err := consumer.New(consumer.Config{Brokers: cfg.Brokers, Group: cfg.Prefix + "-" + name, Topic: eventsTopic(cfg),
+	c, err := consumer.New(consumer.Config{Kafka: cfg.kafka(), Group: cfg.Prefix + "-" + name, Topic: eventsTopic(cfg),
 		DeadLetterTopic: cfg.Prefix + ".events.dlq", Projection: name, Logger: log}, sink)
 	if err != nil {
 		return CaseResult{}, err
@@ -155,7 +155,7 @@ func project(ctx context.Context, cfg Config, name string, sink consumer.Sink, l
 // consumeAll reads the bench topic from the start, in batches, until every
 // event has been handed to fn.
 func consumeAll(ctx context.Context, cfg Config, fn func([]*kgo.Record) error) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.ConsumeTopics(eventsTopic(cfg)),
+	cl, err := cfg.kafka().NewClient(kgo.ConsumeTopics(eventsTopic(cfg)),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return err
@@ -203,7 +203,7 @@ func clickhouseBare(ctx context.Context, cfg Config) (CaseResult, error) {
 			return err
 		}
 		for _, r := range records {
-			rec, err := kafkaenv.Decode(r)
+			rec, err := kafka.Decode(r)
 			if err != nil {
 				return err
 			}
@@ -301,7 +301,7 @@ func embeddedCopy(ctx context.Context, cfg Config) (*kfake.Cluster, Config, erro
 // commitStart commits offset 0 of every partition of the bench topic for
 // a group that has not consumed yet.
 func commitStart(ctx context.Context, cfg Config, group string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	cl, err := cfg.kafka().NewClient()
 	if err != nil {
 		return err
 	}
@@ -340,7 +340,7 @@ func postgresBare(ctx context.Context, cfg Config) (CaseResult, error) {
 	err = consumeAll(ctx, cfg, func(records []*kgo.Record) error {
 		rows := make([][]any, 0, len(records))
 		for _, r := range records {
-			rec, err := kafkaenv.Decode(r)
+			rec, err := kafka.Decode(r)
 			if err != nil {
 				return err
 			}
@@ -388,7 +388,7 @@ func commandBodies(n int) [][]byte {
 // ingest running in this process, from 8 connections.
 func ingestKappa(ctx context.Context, cfg Config, log *slog.Logger) (CaseResult, error) {
 	listening := make(chan net.Addr, 1)
-	rcfg := roles.Config{Brokers: cfg.Brokers, TopicPrefix: cfg.Prefix, Partitions: cfg.Partitions, HTTPAddr: "127.0.0.1:0",
+	rcfg := roles.Config{Kafka: cfg.kafka(), TopicPrefix: cfg.Prefix, Partitions: cfg.Partitions, HTTPAddr: "127.0.0.1:0",
 		Postgres: postgres.Config{URL: cfg.PostgresURL, Schema: cfg.PostgresSchema + "_ingest"}, Logger: log,
 		OnListen: func(a net.Addr) { listening <- a }}
 	ctx, cancel := context.WithCancel(ctx)
@@ -444,7 +444,7 @@ func ingestKappa(ctx context.Context, cfg Config, log *slog.Logger) (CaseResult,
 // ingestBare produces the same command records with a bare idempotent
 // acks=all franz-go producer.
 func ingestBare(ctx context.Context, cfg Config) (CaseResult, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.DefaultProduceTopic(cfg.Prefix+".commands"), kgo.RequiredAcks(kgo.AllISRAcks()), kafkaenv.Compression())
+	cl, err := cfg.kafka().NewClient(append(kafka.DurableProducer(), kgo.DefaultProduceTopic(cfg.Prefix+".commands"))...)
 	if err != nil {
 		return CaseResult{}, err
 	}
@@ -455,7 +455,7 @@ func ingestBare(ctx context.Context, cfg Config) (CaseResult, error) {
 	for i, body := range bodies {
 		env := schemas.Envelope{ID: ingest.NewCommandID(), Type: schemas.AddProductToCart, Source: "bench", Time: time.Now(), SchemaVersion: 1,
 			AggregateID: fmt.Sprintf("cart-%d", i%10000), Data: body}
-		cl.Produce(ctx, kafkaenv.Record("", 0, env), func(_ *kgo.Record, err error) {
+		cl.Produce(ctx, kafka.Record("", 0, env), func(_ *kgo.Record, err error) {
 			if err != nil {
 				failed.CompareAndSwap(nil, err)
 			}

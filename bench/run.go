@@ -15,11 +15,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/hostcpu"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // Measured is one case with its costs.
@@ -35,13 +34,13 @@ type Measured struct {
 // Run prepares the topic, runs every case as `bin bench-case NAME` with the
 // configuration in the environment, and returns the measurements.
 func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]Measured, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	cl, err := cfg.kafka().NewClient()
 	if err != nil {
 		return nil, err
 	}
-	names := topics.NamesFor(cfg.Prefix)
+	names := kafka.TopicsFor(cfg.Prefix)
 	defer cl.Close()
-	if _, err := topics.Ensure(ctx, cl, names, topics.Config{Partitions: cfg.Partitions}); err != nil {
+	if _, err := kafka.EnsureTopics(ctx, cl, names, kafka.TopicConfig{Partitions: cfg.Partitions}); err != nil {
 		return nil, err
 	}
 	defer func() {

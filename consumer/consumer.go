@@ -21,7 +21,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/groupwatch"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -103,8 +103,8 @@ func (noObserver) DeadLettered(int)                           {}
 
 // Config configures a Consumer. Zero values take the documented defaults.
 type Config struct {
-	// Brokers are the Kafka seed brokers. Required.
-	Brokers []string
+	// Kafka is how the member reaches Kafka. Required.
+	Kafka kafka.Connection
 	// Group is the consumer group id, for example "kappa-clickhouse". Required.
 	Group string
 	// Topic is the events topic to project. Required.
@@ -152,8 +152,6 @@ type Config struct {
 	StallTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
-	// ClientOpts are extra franz-go options, for tests and tuning.
-	ClientOpts []kgo.Opt
 }
 
 func (c *Config) setDefaults() {
@@ -191,10 +189,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("consumer: Brokers is required"))
-	}
+	errs := []error{c.Kafka.Validate()}
 	for name, v := range map[string]string{"Group": c.Group, "Topic": c.Topic, "DeadLetterTopic": c.DeadLetterTopic, "Projection": c.Projection} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("consumer: %s is required", name))
@@ -217,12 +212,12 @@ type Consumer struct {
 	log     *slog.Logger
 	healthy atomic.Bool
 	applied atomic.Int64
-	// kafka is a client of no group: it parks dead letters, redrives,
+	// client is a client of no group: it parks dead letters, redrives,
 	// and reads offsets and the group's state for the current member.
-	kafka *kgo.Client
-	admin *kadm.Client
-	watch *groupwatch.Watch
-	stop  context.CancelCauseFunc // ends Run with an error found in a callback
+	client *kgo.Client
+	admin  *kadm.Client
+	watch  *groupwatch.Watch
+	stop   context.CancelCauseFunc // ends Run with an error found in a callback
 
 	mu    sync.Mutex
 	owned map[int32]bool // partitions the current member holds
@@ -273,25 +268,21 @@ func (c *Consumer) AppliedRecords() int64 { return c.applied.Load() }
 // off (it lost its partitions while it was stopped) drops what it holds
 // and joins the group again as a new member.
 func (c *Consumer) Run(ctx context.Context) error {
-	plain, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(c.cfg.Brokers...),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kafkaenv.Compression(),
-		kgo.ProducerLinger(0),
-	}, c.cfg.ClientOpts...)...)
+	plain, err := c.cfg.Kafka.NewClient(append(kafka.DurableProducer(), kgo.ProducerLinger(0))...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
 	}
 	defer plain.Close()
-	c.kafka, c.admin = plain, kadm.NewClient(plain)
-	watchCfg := groupwatch.Config{Group: c.cfg.Group, Topic: c.cfg.Topic, StallTimeout: c.cfg.StallTimeout, Logger: c.log}
+	c.client, c.admin = plain, kadm.NewClient(plain)
+	watchCfg := groupwatch.Config{Kafka: c.cfg.Kafka, Group: c.cfg.Group, Topic: c.cfg.Topic, StallTimeout: c.cfg.StallTimeout, Logger: c.log}
 	if o, ok := c.cfg.Observer.(groupwatch.Observer); ok {
 		watchCfg.Observer = o
 	}
-	watch, err := groupwatch.New(watchCfg, plain)
+	watch, err := groupwatch.New(watchCfg)
 	if err != nil {
 		return err
 	}
+	defer watch.Close()
 	c.mu.Lock()
 	c.watch = watch
 	c.mu.Unlock()
@@ -305,7 +296,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	// The book of parked records follows the dead-letter topic for as long
 	// as the consumer runs; assignments wait until it has caught up.
 	background.Go(func() {
-		if err := c.book.Follow(bgCtx, c.cfg.Brokers, c.cfg.DeadLetterTopic, c.cfg.ClientOpts...); err != nil {
+		if err := c.book.Follow(bgCtx, c.cfg.Kafka, c.cfg.DeadLetterTopic); err != nil {
 			c.log.Warn("follow dead letters", "err", err)
 		}
 	})
@@ -335,8 +326,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 // member runs one membership of the group: a client, its assignments and
 // the poll loop, until ctx ends or the sink fences it off.
 func (c *Consumer) member(ctx context.Context) error {
-	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(c.cfg.Brokers...),
+	opts := []kgo.Opt{
 		kgo.ConsumerGroup(c.cfg.Group),
 		kgo.ConsumeTopics(c.cfg.Topic),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -345,7 +335,7 @@ func (c *Consumer) member(ctx context.Context) error {
 		kgo.SessionTimeout(c.cfg.SessionTimeout),
 		kgo.OnPartitionsRevoked(c.disown),
 		kgo.OnPartitionsLost(c.disown),
-	}, c.cfg.ClientOpts...)
+	}
 	if c.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
 	}
@@ -367,7 +357,7 @@ func (c *Consumer) member(ctx context.Context) error {
 			return c.resumeFromSink(ctx, cl, assigned)
 		}))
 	}
-	cl, err := kgo.NewClient(opts...)
+	cl, err := c.cfg.Kafka.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("create kafka client for %s: %w", c.cfg.Projection, err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/consumer"
 	"github.com/kappa-cqrs/kappa/deadletter"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -87,7 +87,7 @@ func (s *memorySink) appliedIDs() []string {
 
 func event(id, aggregate, product string, version int64) *kgo.Record {
 	data, _ := json.Marshal(schemas.CartProductAddedV1{ProductID: product, Quantity: 1, UnitPriceCents: 1})
-	return kafkaenv.Record("events", 0, schemas.Envelope{ID: id, Type: schemas.CartProductAdded, Source: "test",
+	return kafka.Record("events", 0, schemas.Envelope{ID: id, Type: schemas.CartProductAdded, Source: "test",
 		Time: time.Now(), SchemaVersion: 1, AggregateID: aggregate, AggregateVersion: version, Data: data})
 }
 
@@ -130,7 +130,7 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 	broker := brokerWith(t, records...)
 	sink := &memorySink{next: map[int32]int64{}, downUntil: time.Now().Add(700 * time.Millisecond), refuse: "refused"}
 	c, err := consumer.New(consumer.Config{
-		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
+		Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 		FlushInterval: 10 * time.Millisecond, MaxBlock: 200 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}, sink)
@@ -150,7 +150,7 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 	})
 	var book *deadletter.Book
 	kappatest.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
-		book, err = deadletter.Load(t.Context(), broker.ListenAddrs(), "events.dlq", "memory")
+		book, err = deadletter.Load(t.Context(), kafka.Connection{Brokers: broker.ListenAddrs()}, "events.dlq", "memory")
 		if err != nil {
 			return err
 		}
@@ -189,7 +189,7 @@ func TestAStoreOfAnotherTopicStopsTheConsumer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			broker := brokerWith(t, event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2), event("a3", "cart-a", "p1", 3))
 			c, err := consumer.New(consumer.Config{
-				Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
+				Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 				FlushInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}, tc.sink)
 			if err != nil {

@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/deadletter"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -27,7 +26,7 @@ func (c *Consumer) prepare(ctx context.Context, col collected) prepared {
 		if err, bad := col.undecodable[i]; bad {
 			b.dead = append(b.dead, deadLetter{record: r, reason: err})
 			if _, ok := parkedInBatch[aggregate]; !ok {
-				parkedInBatch[aggregate] = kafkaenv.Position(r).String()
+				parkedInBatch[aggregate] = kafka.Position(r).String()
 			}
 			continue
 		}
@@ -41,7 +40,7 @@ func (c *Consumer) prepare(ctx context.Context, col collected) prepared {
 			// dead-letter topic to its end first (rare: only when an
 			// aggregate is parked). Failing that, parking keeps the order.
 			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := c.book.WaitCaughtUp(waitCtx, c.cfg.Brokers, c.cfg.DeadLetterTopic); err != nil {
+			if err := c.book.WaitCaughtUp(waitCtx, c.cfg.Kafka, c.cfg.DeadLetterTopic); err != nil {
 				c.log.Warn("read the dead-letter topic to its end before parking", "err", err)
 			}
 			cancel()
@@ -52,7 +51,7 @@ func (c *Consumer) prepare(ctx context.Context, col collected) prepared {
 		}
 		if inBatch {
 			b.dead = append(b.dead, deadLetter{record: r, reason: fmt.Errorf("%w: aggregate %s waits behind the record parked at %s", ErrParkedBehind, aggregate, behind), behind: behind})
-			b.batch[i] = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+			b.batch[i] = schemas.Record{Topic: r.Topic, Position: kafka.Position(r)}
 		}
 	}
 	return b
@@ -72,7 +71,7 @@ type deadLetter struct {
 func (c *Consumer) deadLetter(ctx context.Context, dead []deadLetter) error {
 	// A redelivered record that is parked already is not parked again.
 	dead = slices.DeleteFunc(slices.Clone(dead), func(d deadLetter) bool {
-		return c.book.Has(d.record.Topic, kafkaenv.Position(d.record))
+		return c.book.Has(d.record.Topic, kafka.Position(d.record))
 	})
 	if len(dead) == 0 {
 		return nil
@@ -81,20 +80,9 @@ func (c *Consumer) deadLetter(ctx context.Context, dead []deadLetter) error {
 	for i, d := range dead {
 		r := d.record
 		c.log.Warn("dead-letter record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", d.reason)
-		headers := append(append([]kgo.RecordHeader(nil), r.Headers...),
-			kgo.RecordHeader{Key: deadletter.HeaderReason, Value: []byte(d.reason.Error())},
-			kgo.RecordHeader{Key: deadletter.HeaderProjection, Value: []byte(c.cfg.Projection)},
-			kgo.RecordHeader{Key: deadletter.HeaderTopic, Value: []byte(r.Topic)},
-			kgo.RecordHeader{Key: deadletter.HeaderPartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-			kgo.RecordHeader{Key: deadletter.HeaderOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-			kgo.RecordHeader{Key: deadletter.HeaderAttempts, Value: []byte(strconv.Itoa(d.attempts))},
-		)
-		if d.behind != "" {
-			headers = append(headers, kgo.RecordHeader{Key: deadletter.HeaderBehind, Value: []byte(d.behind)})
-		}
-		records[i] = &kgo.Record{Topic: c.cfg.DeadLetterTopic, Key: r.Key, Value: r.Value, Headers: headers}
+		records[i] = deadletter.Letter(c.cfg.DeadLetterTopic, c.cfg.Projection, deadletter.Parking{Record: r, Reason: d.reason, Behind: d.behind, Attempts: d.attempts})
 	}
-	results := c.kafka.ProduceSync(ctx, records...)
+	results := c.client.ProduceSync(ctx, records...)
 	if err := results.FirstErr(); err != nil {
 		return fmt.Errorf("produce %d dead letters to %s: %w", len(records), c.cfg.DeadLetterTopic, err)
 	}

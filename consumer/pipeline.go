@@ -7,7 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -237,10 +237,10 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 			}
 		})
 		fetches.EachRecord(func(r *kgo.Record) {
-			rec, err := kafkaenv.Decode(r)
+			rec, err := kafka.Decode(r)
 			if err != nil {
 				col.undecodable[len(col.batch)] = err
-				rec = schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r)}
+				rec = schemas.Record{Topic: r.Topic, Position: kafka.Position(r)}
 			}
 			col.batch = append(col.batch, rec)
 			col.raws = append(col.raws, r)

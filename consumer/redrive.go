@@ -41,7 +41,7 @@ func (c *Consumer) redriveOrphans(ctx context.Context) {
 			if e, ok := c.book.FirstOpen(agg); !ok || !c.owns(e.Origin.Partition) {
 				continue
 			}
-			outcomes, err := deadletter.Redrive(ctx, c.kafka, c.cfg.DeadLetterTopic, c.book, deadletter.Filter{AggregateID: agg}, applier, false)
+			outcomes, err := deadletter.Redrive(ctx, c.client, c.cfg.DeadLetterTopic, c.book, deadletter.Filter{AggregateID: agg}, applier, false)
 			if err != nil {
 				if ctx.Err() == nil {
 					c.log.Warn("redrive records parked behind a resolved entry; retrying later", "aggregate", agg, "err", err)

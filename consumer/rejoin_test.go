@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/consumer"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 )
 
@@ -37,7 +38,7 @@ func TestMemberRejoinsAfterAnIdleBrokerRestart(t *testing.T) {
 	sink := &memorySink{next: map[int32]int64{}}
 	logs := &logRecorder{}
 	c, err := consumer.New(consumer.Config{
-		Brokers: broker.ListenAddrs(), Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
+		Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 		FlushInterval: 10 * time.Millisecond, SessionTimeout: 6 * time.Second, MaxRetryBackoff: 200 * time.Millisecond,
 		Logger: slog.New(logs),
 	}, sink)

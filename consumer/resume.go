@@ -14,7 +14,7 @@ import (
 // the book of parked records is complete and the sink has shut out every
 // writer that is no longer a member.
 func (c *Consumer) resumeFromSink(ctx context.Context, cl *kgo.Client, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	if err := c.book.WaitCaughtUp(ctx, c.cfg.Brokers, c.cfg.DeadLetterTopic); err != nil {
+	if err := c.book.WaitCaughtUp(ctx, c.cfg.Kafka, c.cfg.DeadLetterTopic); err != nil {
 		return nil, fmt.Errorf("read parked records: %w", err)
 	}
 	if err := c.fence(ctx, cl); err != nil {

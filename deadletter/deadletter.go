@@ -11,38 +11,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
-)
-
-// Headers of dead-letter records, added to the original record's headers.
-const (
-	HeaderReason     = "kappa_dlq_reason"
-	HeaderProjection = "kappa_dlq_projection"
-	HeaderTopic      = "kappa_dlq_topic"
-	HeaderPartition  = "kappa_dlq_partition"
-	HeaderOffset     = "kappa_dlq_offset"
-	HeaderAttempts   = "kappa_dlq_attempts"
-	// HeaderBehind names the dead-letter position of the record this one
-	// was parked behind; absent on the record that was itself poison.
-	HeaderBehind = "kappa_dlq_behind"
-	// HeaderAction marks a resolution: "redriven" or "discarded".
-	HeaderAction = "kappa_dlq_action"
-	// HeaderResolves is the dead-letter position a marker resolves.
-	HeaderResolves = "kappa_dlq_resolves"
-)
-
-// Resolution actions.
-const (
-	ActionRedriven  = "redriven"
-	ActionDiscarded = "discarded"
 )
 
 // Entry is one parked record.
@@ -93,11 +68,11 @@ func (b *Book) Observe(r *kgo.Record) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.consumed[r.Partition] = max(b.consumed[r.Partition], r.Offset+1)
-	h := headers(r)
+	h := kafka.HeaderMap(r)
 	if h[HeaderProjection] != b.projection {
 		return
 	}
-	pos := kafkaenv.Position(r)
+	pos := kafka.Position(r)
 	if b.seen[pos] {
 		return
 	}
@@ -137,48 +112,6 @@ func (b *Book) Observe(r *kgo.Record) {
 		return // the marker came first (read out of order across partitions)
 	}
 	b.open[e.AggregateID] = append(b.open[e.AggregateID], e)
-}
-
-func entryOf(r *kgo.Record, h map[string]string) (Entry, error) {
-	part, err := strconv.ParseInt(h[HeaderPartition], 10, 32)
-	if err != nil {
-		return Entry{}, fmt.Errorf("dead letter %s: bad %s", kafkaenv.Position(r), HeaderPartition)
-	}
-	off, err := strconv.ParseInt(h[HeaderOffset], 10, 64)
-	if err != nil {
-		return Entry{}, fmt.Errorf("dead letter %s: bad %s", kafkaenv.Position(r), HeaderOffset)
-	}
-	e := Entry{
-		Position: kafkaenv.Position(r), Projection: h[HeaderProjection], AggregateID: string(r.Key),
-		OriginTopic: h[HeaderTopic], Origin: schemas.Position{Partition: int32(part), Offset: off}, Reason: h[HeaderReason],
-	}
-	if behind, err := schemas.ParsePosition(h[HeaderBehind]); err == nil {
-		e.Behind = &behind
-	}
-	orig := &kgo.Record{Topic: e.OriginTopic, Partition: e.Origin.Partition, Offset: e.Origin.Offset, Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
-	for _, hd := range r.Headers {
-		if !isDLQHeader(hd.Key) {
-			orig.Headers = append(orig.Headers, hd)
-		}
-	}
-	e.Record = orig
-	return e, nil
-}
-
-func isDLQHeader(key string) bool {
-	switch key {
-	case HeaderReason, HeaderProjection, HeaderTopic, HeaderPartition, HeaderOffset, HeaderAttempts, HeaderBehind, HeaderAction, HeaderResolves:
-		return true
-	}
-	return false
-}
-
-func headers(r *kgo.Record) map[string]string {
-	h := make(map[string]string, len(r.Headers))
-	for _, hd := range r.Headers {
-		h[hd.Key] = string(hd.Value)
-	}
-	return h
 }
 
 // Has reports whether the record at origin was ever parked.
@@ -256,9 +189,8 @@ func (b *Book) caughtUp(ends map[int32]int64) bool {
 
 // Follow keeps the book up to date with the dead-letter topic until ctx
 // ends.
-func (b *Book) Follow(ctx context.Context, brokers []string, topic string, opts ...kgo.Opt) error {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
+func (b *Book) Follow(ctx context.Context, conn kafka.Connection, topic string) error {
+	cl, err := conn.NewClient(kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return fmt.Errorf("follow dead letters: %w", err)
 	}
@@ -274,8 +206,8 @@ func (b *Book) Follow(ctx context.Context, brokers []string, topic string, opts 
 
 // WaitCaughtUp waits until the book has observed every record the topic
 // holds now.
-func (b *Book) WaitCaughtUp(ctx context.Context, brokers []string, topic string) error {
-	ends, err := endOffsets(ctx, brokers, topic)
+func (b *Book) WaitCaughtUp(ctx context.Context, conn kafka.Connection, topic string) error {
+	ends, err := endOffsets(ctx, conn, topic)
 	if err != nil {
 		return err
 	}
@@ -291,35 +223,23 @@ func (b *Book) WaitCaughtUp(ctx context.Context, brokers []string, topic string)
 	return nil
 }
 
-func endOffsets(ctx context.Context, brokers []string, topic string) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+func endOffsets(ctx context.Context, conn kafka.Connection, topic string) (map[int32]int64, error) {
+	cl, err := conn.NewClient()
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
-	}
-	ends := map[int32]int64{}
-	var listErr error
-	listed.Each(func(o kadm.ListedOffset) {
-		if o.Err != nil {
-			listErr = o.Err
-		}
-		ends[o.Partition] = o.Offset
-	})
-	return ends, listErr
+	return kafka.EndOffsets(ctx, cl, topic)
 }
 
 // Load reads the whole dead-letter topic into a book.
-func Load(ctx context.Context, brokers []string, topic, projection string) (*Book, error) {
+func Load(ctx context.Context, conn kafka.Connection, topic, projection string) (*Book, error) {
 	b := NewBook(projection)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- b.Follow(ctx, brokers, topic) }()
-	err := b.WaitCaughtUp(ctx, brokers, topic)
+	go func() { done <- b.Follow(ctx, conn, topic) }()
+	err := b.WaitCaughtUp(ctx, conn, topic)
 	cancel()
 	if ferr := <-done; err == nil {
 		err = ferr

@@ -9,7 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -55,7 +55,7 @@ func Redrive(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 			if !f.match(e) {
 				continue
 			}
-			rec, err := kafkaenv.Decode(e.Record)
+			rec, err := kafka.Decode(e.Record)
 			if err != nil {
 				outcomes = append(outcomes, Outcome{Entry: e, Action: "kept", Detail: "still cannot be decoded: " + err.Error()})
 				break
@@ -116,11 +116,7 @@ func Discard(ctx context.Context, cl *kgo.Client, topic string, book *Book, f Fi
 func mark(ctx context.Context, cl *kgo.Client, topic string, book *Book, entries []Entry, action string) error {
 	records := make([]*kgo.Record, len(entries))
 	for i, e := range entries {
-		records[i] = &kgo.Record{Topic: topic, Key: []byte(e.AggregateID), Headers: []kgo.RecordHeader{
-			{Key: HeaderProjection, Value: []byte(e.Projection)},
-			{Key: HeaderAction, Value: []byte(action)},
-			{Key: HeaderResolves, Value: []byte(e.Position.String())},
-		}}
+		records[i] = marker(topic, e, action)
 	}
 	results := cl.ProduceSync(ctx, records...)
 	if err := results.FirstErr(); err != nil {

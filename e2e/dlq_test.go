@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/deadletter"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
@@ -42,7 +42,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 		t.Fatal(err)
 	}
 	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 2 })
-	rec := kafkaenv.Record(cfg.Topics().Events, pos.Partition, poison)
+	rec := kafka.Record(cfg.Topics().Events, pos.Partition, poison)
 	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
 			return err == nil && len(book.Open()["dlq-a"]) >= 2
 		})
 	}
@@ -68,7 +68,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	// Discard the poison, redrive what waited behind it.
 	var out bytes.Buffer
 	for _, projection := range roles.Projections {
-		book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+		book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer manual.Close()
-	if err := manual.ProduceSync(t.Context(), kafkaenv.Record(sys.cfg.Topics().Events, 0, bad)).FirstErr(); err != nil {
+	if err := manual.ProduceSync(t.Context(), kafka.Record(sys.cfg.Topics().Events, 0, bad)).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	sys.addProduct(t, "cv-x", "p1") // waits behind the refused event in Postgres
@@ -142,7 +142,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 
 	var pgBook, chBook *deadletter.Book
 	sys.eventually(t, func() bool {
-		pgBook, err = deadletter.Load(t.Context(), brokers, sys.cfg.Topics().EventsDeadLetter, "postgres")
+		pgBook, err = deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, sys.cfg.Topics().EventsDeadLetter, "postgres")
 		return err == nil && len(pgBook.Open()["cv-x"]) == 2
 	})
 	first := pgBook.Open()["cv-x"][0]
@@ -158,7 +158,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 		err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events WHERE aggregate_id = 'cv-x'").Scan(&n)
 		return err == nil && n == 2
 	})
-	chBook, err = deadletter.Load(t.Context(), brokers, sys.cfg.Topics().EventsDeadLetter, "clickhouse")
+	chBook, err = deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, sys.cfg.Topics().EventsDeadLetter, "clickhouse")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +203,13 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer manual.Close()
-	if err := manual.ProduceSync(t.Context(), kafkaenv.Record(cfg.Topics().Events, pos.Partition, poison)).FirstErr(); err != nil {
+	if err := manual.ProduceSync(t.Context(), kafka.Record(cfg.Topics().Events, pos.Partition, poison)).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	sys.addProduct(t, "dlq-o", "p2") // parked behind the poison
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
 			return err == nil && len(book.Open()["dlq-o"]) == 2
 		})
 	}
@@ -217,7 +217,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	// Discard the poison alone, by its position; redrive nothing.
 	var out bytes.Buffer
 	for _, projection := range roles.Projections {
-		book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+		book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	sys.eventually(t, func() bool { return cartVersion() == 2 })
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), brokers, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
 			if err != nil {
 				return false
 			}

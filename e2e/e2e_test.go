@@ -23,6 +23,7 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
@@ -109,7 +110,7 @@ func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse
 	listening := make(chan net.Addr, 1)
 	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
-		Brokers: brokers, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: partitions,
+		Kafka: kafka.Connection{Brokers: brokers}, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: partitions,
 		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", ClickHouseFlushInterval: flush, PostgresFlushInterval: flush,
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 		OnListen: func(a net.Addr) { listening <- a },

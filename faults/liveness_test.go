@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // liveBound is how long the groups may take to be whole and consuming
@@ -153,7 +153,7 @@ func (c *cluster) checkLiveness(after string) {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	names := topics.NamesFor(c.topics)
+	names := kafka.TopicsFor(c.topics)
 
 	var why error
 	targets := map[string]map[int32]int64{}
@@ -203,7 +203,7 @@ func (c *cluster) checkLiveness(after string) {
 
 // groupsWhole says what keeps the groups from being whole and caught up
 // with targets, or nil.
-func (c *cluster) groupsWhole(ctx context.Context, adm *kadm.Client, names topics.Names, targets map[string]map[int32]int64) error {
+func (c *cluster) groupsWhole(ctx context.Context, adm *kadm.Client, names kafka.Topics, targets map[string]map[int32]int64) error {
 	var problems []error
 	for suffix, role := range groupRoles {
 		group := c.topics + "-" + suffix

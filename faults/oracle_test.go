@@ -14,11 +14,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/schemas"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 type check struct {
@@ -116,7 +115,7 @@ func readLog(t *testing.T, brokers []string, topic string) logContents {
 	lc := logContents{outcomes: map[string]int{}, poison: map[string]bool{}, ends: ends, lastData: map[int32]int64{}}
 	for _, r := range records {
 		lc.lastData[r.Partition] = max(lc.lastData[r.Partition], r.Offset)
-		env, err := kafkaenv.Envelope(r)
+		env, err := kafka.Envelope(r)
 		if err != nil {
 			lc.poison[string(r.Key)] = true
 			continue
@@ -135,7 +134,7 @@ func readLog(t *testing.T, brokers []string, topic string) logContents {
 			lc.poison[string(r.Key)] = true
 			continue
 		}
-		lc.events = append(lc.events, schemas.Record{Topic: r.Topic, Position: kafkaenv.Position(r), Envelope: env, Payload: payload})
+		lc.events = append(lc.events, schemas.Record{Topic: r.Topic, Position: kafka.Position(r), Envelope: env, Payload: payload})
 	}
 	return lc
 }
@@ -147,7 +146,7 @@ func (c *cluster) injectPoison(n int) {
 		c.t.Fatal(err)
 	}
 	defer cl.Close()
-	topic := topics.NamesFor(c.topics).Events
+	topic := kafka.TopicsFor(c.topics).Events
 	var records []*kgo.Record
 	for i := range n {
 		id := fmt.Sprintf("poison-%d-%d", time.Now().UnixNano(), i)
@@ -156,8 +155,8 @@ func (c *cluster) injectPoison(n int) {
 		unknown := valid
 		unknown.AggregateID, unknown.Type, unknown.Data = id+"-type", "cart.exploded", []byte(`{}`)
 		records = append(records,
-			kafkaenv.Record(topic, 0, valid),
-			kafkaenv.Record(topic, 0, unknown),
+			kafka.Record(topic, 0, valid),
+			kafka.Record(topic, 0, unknown),
 			&kgo.Record{Topic: topic, Key: []byte(id + "-envelope"), Value: []byte("not an event")})
 	}
 	if err := cl.ProduceSync(c.t.Context(), records...).FirstErr(); err != nil {
@@ -173,7 +172,7 @@ func (c *cluster) check(t *testing.T, acked map[string]bool, timeout time.Durati
 	r := &report{}
 	ctx := t.Context()
 	brokers := kappatest.Brokers(t)
-	names := topics.NamesFor(c.topics)
+	names := kafka.TopicsFor(c.topics)
 	pg, err := pgx.Connect(ctx, c.pgDirect)
 	if err != nil {
 		t.Fatal(err)

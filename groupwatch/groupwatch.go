@@ -24,6 +24,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 // Reasons a member is not ready; Observer receives them as labels.
@@ -49,6 +51,8 @@ func (noObserver) Checked(bool, string, int) {}
 
 // Config configures a Watch. Zero values take the documented defaults.
 type Config struct {
+	// Kafka is how the coordinator is reached. Required.
+	Kafka kafka.Connection
 	// Group is the consumer group. Required.
 	Group string
 	// Topic is the topic the group consumes. Required.
@@ -82,7 +86,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := []error{c.Kafka.Validate()}
 	if c.Group == "" {
 		errs = append(errs, errors.New("groupwatch: Group is required"))
 	}
@@ -123,11 +127,14 @@ type partitionStatus struct {
 	since time.Time // when next last moved, or the partition came to this member
 }
 
-// New returns a Watch that asks the coordinator through client, which
-// needs no group of its own.
-func New(cfg Config, client *kgo.Client) (*Watch, error) {
+// New returns a Watch with a client of its own; Close releases it.
+func New(cfg Config) (*Watch, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	client, err := cfg.Kafka.NewClient()
+	if err != nil {
 		return nil, err
 	}
 	return &Watch{
@@ -139,6 +146,9 @@ func New(cfg Config, client *kgo.Client) (*Watch, error) {
 		probed:   map[int32]int64{},
 	}, nil
 }
+
+// Close releases the Watch's client.
+func (w *Watch) Close() { w.client.Close() }
 
 // SetMember tells the Watch how to read the member id of the current group
 // client (kgo.Client.GroupMetadata); a member that joins again gets a new one.
@@ -338,10 +348,10 @@ func (w *Watch) nothingPast(ctx context.Context, partition int32, next, end int6
 	if probed && probedEnd == end {
 		return true
 	}
-	cl, err := kgo.NewClient(append(w.client.Opts(),
+	cl, err := w.cfg.Kafka.NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{w.cfg.Topic: {partition: kgo.NewOffset().At(next)}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	)...)
+	)
 	if err != nil {
 		return false
 	}

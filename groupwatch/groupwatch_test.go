@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kappa-cqrs/kappa/groupwatch"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 )
 
@@ -58,10 +59,12 @@ func (f *fixture) member(group, topic string) *kgo.Client {
 
 func (f *fixture) watch(group string) *groupwatch.Watch {
 	f.t.Helper()
-	w, err := groupwatch.New(groupwatch.Config{Group: group, Topic: "events", StallTimeout: 300 * time.Millisecond, CheckInterval: 50 * time.Millisecond}, f.plain)
+	w, err := groupwatch.New(groupwatch.Config{Kafka: kafka.Connection{Brokers: f.broker.ListenAddrs()}, Group: group, Topic: "events",
+		StallTimeout: 300 * time.Millisecond, CheckInterval: 50 * time.Millisecond})
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.t.Cleanup(w.Close)
 	return w
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/deadletter"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/schemas"
@@ -23,7 +24,7 @@ var Projections = []string{"clickhouse", "postgres"}
 // DLQList prints the open dead letters of a projection and its counts.
 func DLQList(ctx context.Context, cfg Config, projection string, w io.Writer) error {
 	cfg.setDefaults()
-	book, err := deadletter.Load(ctx, cfg.Brokers, cfg.Topics().EventsDeadLetter, projection)
+	book, err := deadletter.Load(ctx, cfg.Kafka, cfg.Topics().EventsDeadLetter, projection)
 	if err != nil {
 		return err
 	}
@@ -37,7 +38,7 @@ func DLQList(ctx context.Context, cfg Config, projection string, w io.Writer) er
 	entries := book.Open()
 	for _, agg := range slices.Sorted(maps.Keys(entries)) {
 		for _, e := range entries[agg] {
-			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\n", e.Position, e.AggregateID, e.OriginTopic, e.Origin, headerOf(e.Record, schemas.HeaderType), e.Reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s/%s\t%s\t%s\n", e.Position, e.AggregateID, e.OriginTopic, e.Origin, headerOr(e.Record, schemas.HeaderType, "-"), e.Reason)
 		}
 	}
 	return tw.Flush()
@@ -47,7 +48,7 @@ func DLQList(ctx context.Context, cfg Config, projection string, w io.Writer) er
 func DLQShow(ctx context.Context, cfg Config, pos schemas.Position, w io.Writer) error {
 	cfg.setDefaults()
 	topic := cfg.Topics().EventsDeadLetter
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...),
+	cl, err := cfg.Kafka.NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {pos.Partition: kgo.NewOffset().At(pos.Offset)}}))
 	if err != nil {
 		return err
@@ -100,11 +101,11 @@ func DLQDiscard(ctx context.Context, cfg Config, projection string, f deadletter
 func dlqResolve(ctx context.Context, cfg Config, projection string, w io.Writer, dryRun bool,
 	resolve func(*kgo.Client, *deadletter.Book) ([]deadletter.Outcome, error)) error {
 	cfg.setDefaults()
-	book, err := deadletter.Load(ctx, cfg.Brokers, cfg.Topics().EventsDeadLetter, projection)
+	book, err := deadletter.Load(ctx, cfg.Kafka, cfg.Topics().EventsDeadLetter, projection)
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...), kgo.RequiredAcks(kgo.AllISRAcks()))
+	cl, err := cfg.Kafka.NewClient(kafka.DurableProducer()...)
 	if err != nil {
 		return err
 	}
@@ -141,11 +142,9 @@ func openApplier(ctx context.Context, cfg Config, projection string) (deadletter
 	return nil, nil, fmt.Errorf("unknown projection %q; one of %v", projection, Projections)
 }
 
-func headerOf(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
+func headerOr(r *kgo.Record, key, missing string) string {
+	if v, ok := kafka.Header(r, key); ok {
+		return v
 	}
-	return "-"
+	return missing
 }

@@ -17,24 +17,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/consumer"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/metrics"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/producer/processor"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // Config is everything a role may need. Zero values take the documented
 // defaults of the component they configure.
 type Config struct {
-	// Brokers are Kafka's seed brokers.
-	Brokers []string
+	// Kafka is how every role reaches Kafka; every client of every role is
+	// made from it.
+	Kafka kafka.Connection
 	// TopicPrefix names the topics: <prefix>.commands, .events and
 	// .events.dlq. Default "kappa".
 	TopicPrefix string
@@ -79,8 +79,6 @@ type Config struct {
 	MaxBatchRecords         int
 
 	Logger *slog.Logger
-	// KafkaOpts are extra franz-go options for every client, for tests.
-	KafkaOpts []kgo.Opt
 	// OnListen, if set, receives ingest's listening address (tests use
 	// port 0).
 	OnListen func(net.Addr)
@@ -109,23 +107,23 @@ func (c *Config) setDefaults() {
 }
 
 // Topics returns the topic names of this configuration.
-func (c Config) Topics() topics.Names {
+func (c Config) Topics() kafka.Topics {
 	c.setDefaults()
-	return topics.NamesFor(c.TopicPrefix)
+	return kafka.TopicsFor(c.TopicPrefix)
 }
 
 // EnsureTopics creates Kappa's topics if they are missing, waiting for the
 // broker while it cannot be reached.
 func EnsureTopics(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(cfg.Brokers...)}, cfg.KafkaOpts...)...)
+	cl, err := cfg.Kafka.NewClient()
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	var n int32
 	err = untilReachable(ctx, cfg.Logger, "create topics", func(ctx context.Context) (err error) {
-		n, err = topics.Ensure(ctx, cl, cfg.Topics(), topics.Config{Partitions: cfg.Partitions})
+		n, err = kafka.EnsureTopics(ctx, cl, cfg.Topics(), kafka.TopicConfig{Partitions: cfg.Partitions})
 		return err
 	})
 	if err != nil {
@@ -175,7 +173,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 		return err
 	}
 	names := cfg.Topics()
-	pub, err := ingest.New(ingest.Config{Brokers: cfg.Brokers, Topics: names, Logger: cfg.Logger, ClientOpts: cfg.KafkaOpts})
+	pub, err := ingest.New(ingest.Config{Kafka: cfg.Kafka, Topics: names, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -238,11 +236,11 @@ func runProcess(ctx context.Context, cfg Config) error {
 	}
 	reg := cfg.registry()
 	p, err := processor.New(processor.Config{
-		Brokers: cfg.Brokers, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
+		Kafka: cfg.Kafka, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
 		MinTransactionInterval: cfg.TransactionInterval, StallTimeout: cfg.StallTimeout,
 		Observer: metrics.NewProcessor(reg),
-		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		Logger:   cfg.Logger,
 	})
 	if err != nil {
 		return err
@@ -311,12 +309,12 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 		flush = cfg.PostgresFlushInterval
 	}
 	c, err := consumer.New(consumer.Config{
-		Brokers: cfg.Brokers, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
+		Kafka: cfg.Kafka, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
 		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: flush,
 		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, StallTimeout: cfg.StallTimeout,
 		Observer: metrics.NewProjection(reg, name),
-		Logger:   cfg.Logger, ClientOpts: cfg.KafkaOpts,
+		Logger:   cfg.Logger,
 	}, sink)
 	if err != nil {
 		return err
@@ -424,8 +422,8 @@ func Dev(ctx context.Context, cfg Config, dataDir string, brokerPort int) error 
 		return fmt.Errorf("start embedded kafka in %s: %w", dataDir, err)
 	}
 	defer broker.Close()
-	cfg.Brokers = broker.ListenAddrs()
-	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Brokers, "data_dir", dataDir)
+	cfg.Kafka.Brokers = broker.ListenAddrs()
+	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Kafka.Brokers, "data_dir", dataDir)
 	return All(ctx, cfg)
 }
 

@@ -14,7 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kerr"
 
-	"github.com/kappa-cqrs/kappa/topics"
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 func TestUnreachable(t *testing.T) {
@@ -32,7 +32,7 @@ func TestUnreachable(t *testing.T) {
 		{"kafka coordinator loading", fmt.Errorf("create topic: %w", kerr.CoordinatorLoadInProgress), true},
 		{"kafka not authorized", fmt.Errorf("create topic: %w", kerr.TopicAuthorizationFailed), false},
 		{"clickhouse refuses", &ch.Exception{Code: 516, Message: "authentication failed"}, false},
-		{"partition counts differ", topics.ErrPartitionMismatch, false},
+		{"partition counts differ", kafka.ErrPartitionMismatch, false},
 		{"anything else", errors.New("bad migration file"), false},
 		{"a timeout of one attempt", fmt.Errorf("list topics: %w", context.DeadlineExceeded), true},
 	} {

@@ -360,7 +360,7 @@ type devCmd struct {
 }
 
 func (k kafkaFlags) apply(c *roles.Config) {
-	c.Brokers, c.TopicPrefix, c.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
+	c.Kafka.Brokers, c.TopicPrefix, c.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
 	c.InstanceID, c.SessionTimeout, c.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
 }
 

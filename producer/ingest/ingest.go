@@ -15,12 +15,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/encoding/json"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // ErrUnavailable reports that Kafka did not acknowledge commands in time;
@@ -29,10 +27,10 @@ var ErrUnavailable = errors.New("kafka unavailable")
 
 // Config configures a Publisher. Zero values take the documented defaults.
 type Config struct {
-	// Brokers are the Kafka seed brokers. Required.
-	Brokers []string
+	// Kafka is how ingest reaches Kafka. Required.
+	Kafka kafka.Connection
 	// Topics names the topics. Required.
-	Topics topics.Names
+	Topics kafka.Topics
 	// Source is written as ce_source. Default "kappa/ingest".
 	Source string
 	// ProduceTimeout bounds how long a command may wait for Kafka's
@@ -44,8 +42,6 @@ type Config struct {
 	FollowIdle time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
-	// ClientOpts are extra franz-go options, for tests and tuning.
-	ClientOpts []kgo.Opt
 }
 
 func (c *Config) setDefaults() {
@@ -65,10 +61,7 @@ func (c *Config) setDefaults() {
 
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
-	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("ingest: Brokers is required"))
-	}
+	errs := []error{c.Kafka.Validate()}
 	if c.Topics.Commands == "" || c.Topics.Events == "" {
 		errs = append(errs, errors.New("ingest: Topics needs commands and events"))
 	}
@@ -124,14 +117,11 @@ func New(cfg Config) (*Publisher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(cfg.Brokers...),
+	cl, err := cfg.Kafka.NewClient(append(kafka.DurableProducer(),
 		kgo.DefaultProduceTopic(cfg.Topics.Commands),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(cfg.ProduceTimeout),
-		kafkaenv.Compression(),
 		kgo.ProducerLinger(0),
-	}, cfg.ClientOpts...)...)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("create kafka producer: %w", err)
 	}
@@ -200,7 +190,7 @@ func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, erro
 			ID: c.ID, Type: c.Type, Source: p.cfg.Source, Time: now, SchemaVersion: 1,
 			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, Data: data,
 		}
-		rec := kafkaenv.Record(p.cfg.Topics.Commands, 0, env)
+		rec := kafka.Record(p.cfg.Topics.Commands, 0, env)
 		wg.Add(1)
 		p.producer.Produce(ctx, rec, func(r *kgo.Record, err error) {
 			defer wg.Done()
@@ -208,7 +198,7 @@ func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, erro
 				results[i].Err = err
 				return
 			}
-			results[i].Position = kafkaenv.Position(r)
+			results[i].Position = kafka.Position(r)
 		})
 	}
 	wg.Wait()
@@ -263,20 +253,18 @@ func (p *Publisher) watch(ctx context.Context, ids []string) (*watch, error) {
 // as they are now.
 func (p *Publisher) followFromEnd(ctx context.Context) (*kgo.Client, error) {
 	topic := p.cfg.Topics.Events
-	ends, err := kadm.NewClient(p.producer).ListEndOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := kafka.EndOffsets(ctx, p.producer, topic)
 	if err != nil {
-		return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		return nil, err
 	}
 	from := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) { from[o.Partition] = kgo.NewOffset().At(o.Offset) })
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(p.cfg.Brokers...),
+	for part, o := range ends {
+		from[part] = kgo.NewOffset().At(o)
+	}
+	cl, err := p.cfg.Kafka.NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-	}, p.cfg.ClientOpts...)...)
+	)
 	if err != nil {
 		return nil, fmt.Errorf("create outcomes consumer: %w", err)
 	}

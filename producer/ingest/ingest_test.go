@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/schemas"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // deadAddr returns a loopback address where nothing listens.
@@ -27,7 +27,7 @@ func deadAddr(t *testing.T) string {
 }
 
 func TestPublishReportsUnavailableWhenKafkaIsDown(t *testing.T) {
-	pub, err := ingest.New(ingest.Config{Brokers: []string{deadAddr(t)}, Topics: topics.NamesFor("down"), ProduceTimeout: time.Second})
+	pub, err := ingest.New(ingest.Config{Kafka: kafka.Connection{Brokers: []string{deadAddr(t)}}, Topics: kafka.TopicsFor("down"), ProduceTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

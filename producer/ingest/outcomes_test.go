@@ -12,11 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/schemas"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // The ingest reads the events topic only while requests wait for
@@ -27,7 +26,7 @@ import (
 // concurrent ones.
 func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 	brokers := kappatest.Brokers(t)
-	names := topics.NamesFor(kappatest.Name(t, "ing"))
+	names := kafka.TopicsFor(kappatest.Name(t, "ing"))
 	ctx := t.Context()
 	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
 	if err != nil {
@@ -40,7 +39,7 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.Commands, names.Events) })
 
-	pub, err := ingest.New(ingest.Config{Brokers: brokers, Topics: names, FollowIdle: time.Millisecond})
+	pub, err := ingest.New(ingest.Config{Kafka: kafka.Connection{Brokers: brokers}, Topics: names, FollowIdle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +87,7 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 // some other command, an event of the command whose payload would read as
 // a rejection if the ingest took it for an outcome, then the command's own
 // outcome.
-func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Names) {
+func decide(ctx context.Context, t *testing.T, brokers []string, names kafka.Topics) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(names.Commands),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
@@ -98,7 +97,7 @@ func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Na
 	defer cl.Close()
 	for ctx.Err() == nil {
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			env, err := kafkaenv.Envelope(r)
+			env, err := kafka.Envelope(r)
 			if err != nil {
 				t.Error(err)
 				return
@@ -109,10 +108,10 @@ func decide(ctx context.Context, t *testing.T, brokers []string, names topics.Na
 				{env.ID, schemas.OutcomeType, schemas.StatusAccepted},
 			} {
 				data, _ := json.Marshal(schemas.Outcome{CommandID: w.id, CommandType: env.Type, AggregateID: env.AggregateID,
-					Status: w.status, CommandPosition: kafkaenv.Position(r)})
+					Status: w.status, CommandPosition: kafka.Position(r)})
 				out := schemas.Envelope{ID: uuid.NewString(), Type: w.typ, Source: "test", Time: time.Now(),
 					SchemaVersion: 1, AggregateID: env.AggregateID, CommandID: w.id, Data: data}
-				if err := cl.ProduceSync(ctx, kafkaenv.Record(names.Events, r.Partition, out)).FirstErr(); err != nil && ctx.Err() == nil {
+				if err := cl.ProduceSync(ctx, kafka.Record(names.Events, r.Partition, out)).FirstErr(); err != nil && ctx.Err() == nil {
 					t.Error(err)
 				}
 			}

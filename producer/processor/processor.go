@@ -23,14 +23,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/encoding/json"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/groupwatch"
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
 	"github.com/kappa-cqrs/kappa/schemas"
-	"github.com/kappa-cqrs/kappa/topics"
 )
 
 // eventIDSpace namespaces the deterministic ids of events and outcomes:
@@ -55,10 +53,10 @@ func (noObserver) Aborted()                {}
 
 // Config configures a Processor. Zero values take the documented defaults.
 type Config struct {
-	// Brokers are the Kafka seed brokers. Required.
-	Brokers []string
+	// Kafka is how the processor reaches Kafka. Required.
+	Kafka kafka.Connection
 	// Topics names the topics. Required.
-	Topics topics.Names
+	Topics kafka.Topics
 	// Group is the consumer group of the processors. Default "kappa-processor".
 	Group string
 	// TransactionalID identifies this instance's transactional producer; it
@@ -97,8 +95,6 @@ type Config struct {
 	StallTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
-	// ClientOpts are extra franz-go options, for tests and tuning.
-	ClientOpts []kgo.Opt
 }
 
 func (c *Config) setDefaults() {
@@ -143,9 +139,7 @@ func (c *Config) setDefaults() {
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("processor: Brokers is required"))
-	}
+	errs = append(errs, c.Kafka.Validate())
 	if c.Topics.Commands == "" || c.Topics.Events == "" {
 		errs = append(errs, errors.New("processor: Topics needs commands and events"))
 	}
@@ -189,19 +183,15 @@ func New(cfg Config) (*Processor, error) {
 // session takes over after a backoff: with the same transactional id, it
 // fences the old one's open transaction.
 func (p *Processor) Run(ctx context.Context) error {
-	plain, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(p.cfg.Brokers...)}, p.cfg.ClientOpts...)...)
-	if err != nil {
-		return fmt.Errorf("create kafka client: %w", err)
-	}
-	defer plain.Close()
-	watchCfg := groupwatch.Config{Group: p.cfg.Group, Topic: p.cfg.Topics.Commands, StallTimeout: p.cfg.StallTimeout, Logger: p.log}
+	watchCfg := groupwatch.Config{Kafka: p.cfg.Kafka, Group: p.cfg.Group, Topic: p.cfg.Topics.Commands, StallTimeout: p.cfg.StallTimeout, Logger: p.log}
 	if o, ok := p.cfg.Observer.(groupwatch.Observer); ok {
 		watchCfg.Observer = o
 	}
-	watch, err := groupwatch.New(watchCfg, plain)
+	watch, err := groupwatch.New(watchCfg)
 	if err != nil {
 		return err
 	}
+	defer watch.Close()
 	p.mu.Lock()
 	p.watch = watch
 	p.mu.Unlock()
@@ -258,8 +248,7 @@ func (p *Processor) session(ctx context.Context) error {
 			}
 		}
 	}
-	opts := append([]kgo.Opt{
-		kgo.SeedBrokers(p.cfg.Brokers...),
+	opts := []kgo.Opt{
 		kgo.TransactionalID(p.cfg.TransactionalID),
 		// An abandoned transaction blocks the rebuild of its partitions
 		// until it times out, so keep it short.
@@ -276,18 +265,18 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.OnPartitionsAssigned(forget),
 		kgo.OnPartitionsRevoked(forget),
 		kgo.OnPartitionsLost(forget),
-		kafkaenv.Compression(),
+		kafka.Compression(),
 		// Every decided batch ends in an explicit Flush, which cuts the
 		// linger short; until then records wait, so that a transaction
 		// adds all its partitions in one request and writes them in one
 		// produce request instead of a trickle of each (broker request log).
 		kgo.ProducerLinger(processorLinger),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
-	}, p.cfg.ClientOpts...)
+	}
 	if p.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
 	}
-	sess, err := kgo.NewGroupTransactSession(opts...)
+	sess, err := p.cfg.Kafka.NewGroupTransactSession(opts...)
 	if err != nil {
 		return fmt.Errorf("%w: create transactional session: %w", errConfig, err)
 	}
@@ -445,7 +434,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:       env.ID,
 			CommandType:     env.Type,
 			AggregateID:     string(r.Key),
-			CommandPosition: kafkaenv.Position(r),
+			CommandPosition: kafka.Position(r),
 		}}
 		outcomes = append(outcomes, out)
 		if decodeErr != nil {
@@ -459,7 +448,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			if original, ok := p.decided(staged, r.Partition, env.ID); ok {
 				// A retry: repeat the original outcome, decide nothing.
 				out.outcome = original
-				out.outcome.CommandPosition = kafkaenv.Position(r)
+				out.outcome.CommandPosition = kafka.Position(r)
 				out.outcome.DuplicateOf = &original.CommandPosition
 				staged.duplicates++
 				continue
@@ -505,7 +494,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			ev.Data = data
 			ref := &out.outcome.Events[i]
 			*ref = schemas.EventRef{ID: ev.ID, Type: ev.Type, AggregateVersion: ev.AggregateVersion}
-			sess.Produce(ctx, kafkaenv.Record(p.cfg.Topics.Events, r.Partition, ev), func(rec *kgo.Record, err error) {
+			sess.Produce(ctx, kafka.Record(p.cfg.Topics.Events, r.Partition, ev), func(rec *kgo.Record, err error) {
 				produceMu.Lock()
 				defer produceMu.Unlock()
 				if err != nil {
@@ -543,7 +532,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		sess.Produce(ctx, kafkaenv.Record(p.cfg.Topics.Events, o.record.Partition, env), func(_ *kgo.Record, err error) {
+		sess.Produce(ctx, kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), func(_ *kgo.Record, err error) {
 			if err != nil {
 				produceMu.Lock()
 				produceErr = errors.Join(produceErr, err)
@@ -584,7 +573,7 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 		return nil
 	}
 	start := time.Now()
-	rebuilt, events, err := Rebuild(ctx, p.cfg.Brokers, p.cfg.Topics.Events, missing, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
+	rebuilt, events, err := Rebuild(ctx, p.cfg.Kafka, p.cfg.Topics.Events, missing, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
 	if err != nil {
 		return err
 	}
@@ -632,12 +621,12 @@ func (p *Partition) remember(o schemas.Outcome, at time.Time, window time.Durati
 // replayed. Outcomes of keyed commands decided after keyedSince are
 // remembered. Events that cannot be decoded are skipped with a warning:
 // they were never written by a processor of this build.
-func Rebuild(ctx context.Context, brokers []string, topic string, partitions []int32, keyedSince time.Time, log *slog.Logger) (map[int32]*Partition, int, error) {
+func Rebuild(ctx context.Context, conn kafka.Connection, topic string, partitions []int32, keyedSince time.Time, log *slog.Logger) (map[int32]*Partition, int, error) {
 	result := make(map[int32]*Partition, len(partitions))
 	for _, part := range partitions {
 		result[part] = newPartition()
 	}
-	ends, err := settledEnds(ctx, brokers, topic, partitions, log)
+	ends, err := settledEnds(ctx, conn, topic, partitions, log)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -652,8 +641,7 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 	if len(remaining) == 0 {
 		return result, 0, nil
 	}
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers...),
+	cl, err := conn.NewClient(
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: consume}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		// Control records carry the offsets of transaction markers; without
@@ -684,7 +672,7 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 			if r.Offset >= end || r.Attrs.IsControl() {
 				return
 			}
-			env, err := kafkaenv.Envelope(r)
+			env, err := kafka.Envelope(r)
 			if err != nil {
 				return
 			}
@@ -718,35 +706,34 @@ func Rebuild(ctx context.Context, brokers []string, topic string, partitions []i
 // just been assigned, an open transaction belongs to a predecessor that
 // died: it ends when that predecessor restarts under the same
 // transactional id (fenced) or when the transaction times out (aborted).
-func settledEnds(ctx context.Context, brokers []string, topic string, partitions []int32, log *slog.Logger) (map[int32]int64, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+func settledEnds(ctx context.Context, conn kafka.Connection, topic string, partitions []int32, log *slog.Logger) (map[int32]int64, error) {
+	cl, err := conn.NewClient()
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
 	backoff := 50 * time.Millisecond
 	for {
-		stable, err := adm.ListCommittedOffsets(ctx, topic)
+		stable, err := kafka.StableOffsets(ctx, cl, topic)
 		if err != nil {
-			return nil, fmt.Errorf("list stable end offsets of %s: %w", topic, err)
+			return nil, err
 		}
-		high, err := adm.ListEndOffsets(ctx, topic)
+		high, err := kafka.EndOffsets(ctx, cl, topic)
 		if err != nil {
-			return nil, fmt.Errorf("list end offsets of %s: %w", topic, err)
+			return nil, err
 		}
 		ends := make(map[int32]int64, len(partitions))
 		var open []int32
 		for _, part := range partitions {
-			s, okS := stable.Lookup(topic, part)
-			h, okH := high.Lookup(topic, part)
-			if !okS || !okH || s.Err != nil || h.Err != nil {
-				return nil, fmt.Errorf("end offsets of %s/%d: %w", topic, part, errors.Join(s.Err, h.Err))
+			s, okS := stable[part]
+			h, okH := high[part]
+			if !okS || !okH {
+				return nil, fmt.Errorf("end offsets of %s/%d: the partition is not listed", topic, part)
 			}
-			if s.Offset < h.Offset {
+			if s < h {
 				open = append(open, part)
 			}
-			ends[part] = s.Offset
+			ends[part] = s
 		}
 		if len(open) == 0 {
 			return ends, nil
@@ -764,7 +751,7 @@ func settledEnds(ctx context.Context, brokers []string, topic string, partitions
 }
 
 func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {
-	env, err := kafkaenv.Envelope(r)
+	env, err := kafka.Envelope(r)
 	if err != nil {
 		// Keep what can be read so the outcome names the command.
 		for _, h := range r.Headers {

@@ -1,9 +1,10 @@
-// Package topics names Kappa's Kafka topics and creates them with explicit
-// partition counts and retention. The commands and events topics share one
-// partition count so that partition N of each belongs to the same
-// aggregates: a processor that owns partition N of commands owns partition N
-// of events. Outcomes are records of the events topic.
-package topics
+package kafka
+
+// Kappa's topics, named from a prefix and created with explicit partition
+// counts and retention. The commands and events topics share one partition
+// count so that partition N of each belongs to the same aggregates: a
+// processor that owns partition N of commands owns partition N of events.
+// Outcomes are records of the events topic.
 
 import (
 	"context"
@@ -17,24 +18,24 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Names are the topics of one Kappa deployment.
-type Names struct {
+// Topics are the topic names of one Kappa deployment.
+type Topics struct {
 	Commands         string
 	Events           string
 	EventsDeadLetter string
 }
 
-// NamesFor derives the topic names from a prefix such as "kappa".
-func NamesFor(prefix string) Names {
-	return Names{
+// TopicsFor derives the topic names from a prefix such as "kappa".
+func TopicsFor(prefix string) Topics {
+	return Topics{
 		Commands:         prefix + ".commands",
 		Events:           prefix + ".events",
 		EventsDeadLetter: prefix + ".events.dlq",
 	}
 }
 
-// Config says how to create the topics.
-type Config struct {
+// TopicConfig says how to create the topics.
+type TopicConfig struct {
 	// Partitions of the commands and events topics. Default 6.
 	Partitions int32
 	// ReplicationFactor of every topic; -1 takes the broker's default.
@@ -45,7 +46,7 @@ type Config struct {
 	CommandRetention time.Duration
 }
 
-func (c *Config) setDefaults() {
+func (c *TopicConfig) setDefaults() {
 	if c.Partitions == 0 {
 		c.Partitions = 6
 	}
@@ -61,9 +62,10 @@ func (c *Config) setDefaults() {
 // differ, which would send a processor's events to the wrong partition.
 var ErrPartitionMismatch = errors.New("co-partitioned topics have different partition counts")
 
-// Ensure creates the topics that do not exist yet and checks that the
-// co-partitioned ones agree on their partition count. It returns that count.
-func Ensure(ctx context.Context, cl *kgo.Client, names Names, cfg Config) (int32, error) {
+// EnsureTopics creates the topics that do not exist yet and checks that
+// the co-partitioned ones agree on their partition count. It returns that
+// count.
+func EnsureTopics(ctx context.Context, cl *kgo.Client, names Topics, cfg TopicConfig) (int32, error) {
 	cfg.setDefaults()
 	adm := kadm.NewClient(cl)
 	retention := func(d time.Duration) map[string]*string {

@@ -1,6 +1,4 @@
-// Package kafkaenv converts between the envelopes of schemas and franz-go
-// records, so that the Kafka driver's types stay out of the event contract.
-package kafkaenv
+package kafka
 
 import (
 	"fmt"
@@ -17,6 +15,9 @@ import (
 func Compression() kgo.Opt {
 	return kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression())
 }
+
+// The codec between the envelopes of schemas and franz-go records, so that
+// the Kafka driver's types stay out of the event contract.
 
 // Record builds the Kafka record of an envelope: key = aggregate id, value =
 // payload, metadata in headers.

@@ -1,10 +1,10 @@
-package kafkaenv_test
+package kafka_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/kappa-cqrs/kappa/kafkaenv"
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -20,15 +20,15 @@ func BenchmarkRecord(b *testing.B) {
 	env := benchEnvelope()
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = kafkaenv.Record("events", 0, env)
+		_ = kafka.Record("events", 0, env)
 	}
 }
 
 func BenchmarkDecode(b *testing.B) {
-	r := kafkaenv.Record("events", 0, benchEnvelope())
+	r := kafka.Record("events", 0, benchEnvelope())
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := kafkaenv.Decode(r); err != nil {
+		if _, err := kafka.Decode(r); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package topics_test
+package kafka_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/topics"
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 func TestEnsureCreatesOnceAndChecksCoPartitioning(t *testing.T) {
@@ -22,19 +22,19 @@ func TestEnsureCreatesOnceAndChecksCoPartitioning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	names := topics.NamesFor("t")
+	names := kafka.TopicsFor("t")
 	for range 2 { // the second call finds everything in place
-		n, err := topics.Ensure(t.Context(), cl, names, topics.Config{Partitions: 3})
+		n, err := kafka.EnsureTopics(t.Context(), cl, names, kafka.TopicConfig{Partitions: 3})
 		if err != nil || n != 3 {
 			t.Fatalf("Ensure = %d, %v; want 3 partitions", n, err)
 		}
 	}
 	// Events with another partition count would misroute a processor's writes.
-	other := topics.NamesFor("u")
+	other := kafka.TopicsFor("u")
 	if _, err := kadm.NewClient(cl).CreateTopic(t.Context(), 2, -1, nil, other.Events); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := topics.Ensure(t.Context(), cl, other, topics.Config{Partitions: 3}); !errors.Is(err, topics.ErrPartitionMismatch) {
+	if _, err := kafka.EnsureTopics(t.Context(), cl, other, kafka.TopicConfig{Partitions: 3}); !errors.Is(err, kafka.ErrPartitionMismatch) {
 		t.Fatalf("Ensure over mismatched topics: %v, want ErrPartitionMismatch", err)
 	}
 }

@@ -1,0 +1,81 @@
+// Package kafka is Kappa's edge to Kafka: every client of the project is
+// made by Connection.NewClient, so that the connection settings (seed
+// brokers, client id, and whatever else reaches every client: TLS, SASL,
+// hooks) apply everywhere; the codec between the envelopes of schemas and
+// franz-go records; topic names and creation; and end, stable and
+// committed offset lookups. franz-go's types stay inside this package and
+// the packages that consume or produce through it.
+package kafka
+
+import (
+	"errors"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Connection says how Kappa reaches Kafka. Zero values take the documented
+// defaults.
+type Connection struct {
+	// Brokers are the seed brokers, host:port. Required.
+	Brokers []string
+	// ClientID names Kappa's clients in the broker's logs, metrics and
+	// quotas. Default "kappa".
+	ClientID string
+	// Opts are further franz-go options for every client, applied after
+	// the options of the client itself: tests, hooks, dialers.
+	Opts []kgo.Opt
+}
+
+// DefaultClientID is the client id of Kappa's clients unless set.
+const DefaultClientID = "kappa"
+
+// Validate reports every problem of the connection at once.
+func (c Connection) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka: Brokers is required"))
+	}
+	for _, b := range c.Brokers {
+		if b == "" {
+			errs = append(errs, errors.New("kafka: Brokers has an empty address"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// options are the connection's options around a client's own.
+func (c Connection) options(own []kgo.Opt) []kgo.Opt {
+	id := c.ClientID
+	if id == "" {
+		id = DefaultClientID
+	}
+	opts := make([]kgo.Opt, 0, 2+len(own)+len(c.Opts))
+	opts = append(opts, kgo.SeedBrokers(c.Brokers...), kgo.ClientID(id))
+	opts = append(opts, own...)
+	return append(opts, c.Opts...)
+}
+
+// NewClient returns a franz-go client with the connection's settings and
+// the client's own options. It does not wait for the broker.
+func (c Connection) NewClient(opts ...kgo.Opt) (*kgo.Client, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return kgo.NewClient(c.options(opts)...)
+}
+
+// NewGroupTransactSession returns a franz-go transactional group session
+// (KIP-447) with the connection's settings and the session's own options.
+func (c Connection) NewGroupTransactSession(opts ...kgo.Opt) (*kgo.GroupTransactSession, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return kgo.NewGroupTransactSession(c.options(opts)...)
+}
+
+// DurableProducer are the options of a producer whose writes must be on
+// every in-sync replica before they count (acks=all, idempotent), batched
+// with Kappa's compression.
+func DurableProducer() []kgo.Opt {
+	return []kgo.Opt{kgo.RequiredAcks(kgo.AllISRAcks()), Compression()}
+}
