@@ -22,11 +22,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/consumer"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/projector"
 	"github.com/kappa-cqrs/kappa/roles"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -126,8 +126,8 @@ func projectClickHouse(ctx context.Context, cfg Config, name string, log *slog.L
 
 // project runs Kappa's projection runtime over the bench topic until every
 // event is applied.
-func project(ctx context.Context, cfg Config, name string, sink consumer.Sink, log *slog.Logger) (CaseResult, error) {
-	c, err := consumer.New(consumer.Config{Kafka: cfg.kafka(), Group: cfg.Prefix + "-" + name, Topic: eventsTopic(cfg),
+func project(ctx context.Context, cfg Config, name string, sink projector.Sink, log *slog.Logger) (CaseResult, error) {
+	c, err := projector.New(projector.Config{Kafka: cfg.kafka(), Group: cfg.Prefix + "-" + name, Topic: eventsTopic(cfg),
 		DeadLetterTopic: cfg.Prefix + ".events.dlq", Projection: name, Logger: log}, sink)
 	if err != nil {
 		return CaseResult{}, err

@@ -63,8 +63,9 @@ type Config struct {
 	StallTimeout time.Duration
 	// CheckInterval is how often the coordinator is asked. Default 5s.
 	CheckInterval time.Duration
-	// Observer receives each verdict. Default none.
-	Observer Observer
+	// Observer receives each verdict if it implements Observer; a role
+	// passes its metrics observer, whatever else it observes. Default none.
+	Observer any
 	// Logger receives a line when the verdict changes. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -75,9 +76,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.CheckInterval == 0 {
 		c.CheckInterval = 5 * time.Second
-	}
-	if c.Observer == nil {
-		c.Observer = noObserver{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -109,10 +107,11 @@ func (e *NotReady) Error() string { return e.Detail }
 
 // Watch judges one member. Its methods are safe for concurrent use.
 type Watch struct {
-	cfg    Config
-	client *kgo.Client
-	adm    *kadm.Client
-	log    *slog.Logger
+	cfg      Config
+	observer Observer
+	client   *kgo.Client
+	adm      *kadm.Client
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	member   func() string
@@ -137,8 +136,12 @@ func New(cfg Config) (*Watch, error) {
 	if err != nil {
 		return nil, err
 	}
+	observer, ok := cfg.Observer.(Observer)
+	if !ok {
+		observer = noObserver{}
+	}
 	return &Watch{
-		cfg: cfg, client: client, adm: kadm.NewClient(client), log: cfg.Logger.With("group", cfg.Group),
+		cfg: cfg, observer: observer, client: client, adm: kadm.NewClient(client), log: cfg.Logger.With("group", cfg.Group),
 		member:   func() string { return "" },
 		verdict:  &NotReady{Reason: ReasonStarting, Detail: "the member's group has not been checked yet"},
 		since:    map[string]time.Time{},
@@ -213,7 +216,7 @@ func (w *Watch) Check(ctx context.Context) {
 			w.log.Warn("member not ready", "reason", reason, "detail", verdict.Error())
 		}
 	}
-	w.cfg.Observer.Checked(verdict == nil, reason, held)
+	w.observer.Checked(verdict == nil, reason, held)
 }
 
 // judge returns the number of partitions the member holds and the verdict.

@@ -82,7 +82,7 @@ func (m *member) Checked(ready bool, reason string, partitions int) {
 }
 
 // Projection observes one projection's consumer; it implements
-// consumer.Observer and groupwatch.Observer.
+// projector.Observer and groupwatch.Observer.
 type Projection struct {
 	*member
 	applied      prometheus.Counter

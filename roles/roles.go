@@ -20,13 +20,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
-	"github.com/kappa-cqrs/kappa/consumer"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/metrics"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/producer/processor"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/projector"
 )
 
 // Config is everything a role may need. Zero values take the documented
@@ -73,7 +73,7 @@ type Config struct {
 	// processor's transactions (processor.Config.MinTransactionInterval).
 	TransactionInterval time.Duration
 	// The flush intervals and MaxBatchRecords tune the projections'
-	// batches (see consumer.Config).
+	// batches (see projector.Config).
 	ClickHouseFlushInterval time.Duration
 	PostgresFlushInterval   time.Duration
 	MaxBatchRecords         int
@@ -299,7 +299,7 @@ type pinger interface {
 }
 
 func project(ctx context.Context, cfg Config, name string, sink interface {
-	consumer.Sink
+	projector.Sink
 	pinger
 }) error {
 	names := cfg.Topics()
@@ -308,7 +308,7 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 	if name == "postgres" {
 		flush = cfg.PostgresFlushInterval
 	}
-	c, err := consumer.New(consumer.Config{
+	c, err := projector.New(projector.Config{
 		Kafka: cfg.Kafka, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
 		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
 		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: flush,

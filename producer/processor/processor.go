@@ -183,11 +183,8 @@ func New(cfg Config) (*Processor, error) {
 // session takes over after a backoff: with the same transactional id, it
 // fences the old one's open transaction.
 func (p *Processor) Run(ctx context.Context) error {
-	watchCfg := groupwatch.Config{Kafka: p.cfg.Kafka, Group: p.cfg.Group, Topic: p.cfg.Topics.Commands, StallTimeout: p.cfg.StallTimeout, Logger: p.log}
-	if o, ok := p.cfg.Observer.(groupwatch.Observer); ok {
-		watchCfg.Observer = o
-	}
-	watch, err := groupwatch.New(watchCfg)
+	watch, err := groupwatch.New(groupwatch.Config{Kafka: p.cfg.Kafka, Group: p.cfg.Group, Topic: p.cfg.Topics.Commands,
+		StallTimeout: p.cfg.StallTimeout, Observer: p.cfg.Observer, Logger: p.log})
 	if err != nil {
 		return err
 	}

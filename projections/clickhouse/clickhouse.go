@@ -86,7 +86,7 @@ func (c *Config) Validate() error {
 }
 
 // Store is a connection to Kappa's ClickHouse database. It implements the
-// consumer runtime's Sink.
+// projection runtime's Sink (package projector).
 type Store struct {
 	cfg  Config
 	conn driver.Conn

@@ -140,8 +140,8 @@ func TestMapRecord(t *testing.T) {
 			want:    nil,
 		},
 		{
-			name: "parked record", env: added,
-			payload: nil,
+			name: "parked record", env: schemas.Envelope{},
+			payload: schemas.Parked{Reason: "cannot be decoded"},
 			want:    nil,
 		},
 	}
@@ -173,12 +173,24 @@ func TestMapRecord(t *testing.T) {
 
 // The published title is copied out of the payload, so a later change to
 // the payload value does not change a row waiting in a batch.
-func TestMapRecordDoesNotAliasThePayload(t *testing.T) {
-	p := schemas.ArticlePublishedV1{AuthorID: "u1", Title: "Hello"}
-	rows := mapRecord(schemas.Record{Envelope: mapEnvelope(schemas.ArticlePublished, "a"), Payload: p})
-	p.Title = "changed"
-	if got := *rows[0].values[4].(*string); got != "Hello" {
-		t.Errorf("title in row = %q after changing the payload, want Hello", got)
+// TestRowsOfABatchKeepTheirOwnTitles: the articles row holds the title by
+// pointer (the column is Nullable); rows of the records of one batch,
+// mapped one after another, must each point at their own title.
+func TestRowsOfABatchKeepTheirOwnTitles(t *testing.T) {
+	var rows []row
+	titles := []string{"first", "second", "third"}
+	for _, title := range titles {
+		p := schemas.ArticlePublishedV1{AuthorID: "u1", Title: title}
+		rows = append(rows, mapRecord(schemas.Record{Envelope: mapEnvelope(schemas.ArticlePublished, "a-"+title), Payload: p})...)
+	}
+	var got []string
+	for _, r := range rows {
+		if r.table == tableArticles {
+			got = append(got, *r.values[4].(*string))
+		}
+	}
+	if !reflect.DeepEqual(got, titles) {
+		t.Fatalf("titles in the rows of one batch = %v, want %v", got, titles)
 	}
 }
 

@@ -41,13 +41,14 @@ type row struct {
 }
 
 // mapRecord maps one record to its rows. Outcome records and parked
-// records have none: they are not events.
+// records have none: they are not events (a parked record's position still
+// counts, through the batch's positions).
 func mapRecord(r schemas.Record) []row {
 	e := r.Envelope
 	part, off := r.Position.Partition, r.Position.Offset
 	var rows []row
 	switch p := r.Payload.(type) {
-	case nil, schemas.Outcome:
+	case schemas.Parked, schemas.Outcome:
 		return nil
 	case schemas.CartProductAddedV1:
 		rows = append(rows, row{tableCartLines, []any{e.ID, e.Type, e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, uint64(e.AggregateVersion), e.Time, part, off}})
@@ -80,7 +81,7 @@ func mapRecord(r schemas.Record) []row {
 // incorrect data, value out of range of the data type.
 var refusedData = map[int32]bool{6: true, 27: true, 53: true, 69: true, 70: true, 117: true, 321: true}
 
-// Permanent reports errors caused by the records themselves; the consumer
+// Permanent reports errors caused by the records themselves; the projector
 // parks such a record instead of retrying it forever.
 func (s *Store) Permanent(err error) bool {
 	var ex *ch.Exception

@@ -16,7 +16,7 @@ import (
 
 // Permanent reports errors caused by the records themselves: events the
 // read models cannot hold, Postgres data exceptions (SQLSTATE class 22) and
-// integrity constraint violations (class 23). Retrying them cannot help; the consumer parks the record.
+// integrity constraint violations (class 23). Retrying them cannot help; the projector parks the record.
 func (s *Store) Permanent(err error) bool {
 	if errors.As(err, new(refusedEvent)) {
 		return true
@@ -211,8 +211,8 @@ func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx
 		}
 		var err error
 		switch p := r.Payload.(type) {
-		case nil:
-			// Parked in the dead-letter topic; only its position counts.
+		case schemas.Parked:
+			// Only its position counts.
 		case schemas.Outcome:
 			if p.CommandID != "" {
 				err = outcomes.add(e, p)

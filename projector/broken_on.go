@@ -1,5 +1,5 @@
 //go:build kappa_broken
 
-package consumer
+package projector
 
 const brokenForFaultTests = true

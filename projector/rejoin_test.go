@@ -1,4 +1,4 @@
-package consumer_test
+package projector_test
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/consumer"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/projector"
 )
 
 // TestMemberRejoinsAfterAnIdleBrokerRestart: the broker restarts while no
@@ -37,7 +37,7 @@ func TestMemberRejoinsAfterAnIdleBrokerRestart(t *testing.T) {
 	produce(t, broker, event("a1", "cart-a", "p1", 1), event("b1", "cart-b", "p1", 1))
 	sink := &memorySink{next: map[int32]int64{}}
 	logs := &logRecorder{}
-	c, err := consumer.New(consumer.Config{
+	c, err := projector.New(projector.Config{
 		Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 		FlushInterval: 10 * time.Millisecond, SessionTimeout: 6 * time.Second, MaxRetryBackoff: 200 * time.Millisecond,
 		Logger: slog.New(logs),

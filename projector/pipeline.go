@@ -1,4 +1,4 @@
-package consumer
+package projector
 
 import (
 	"context"
@@ -7,9 +7,57 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
+
+// item is one polled record and what it decoded to. A record to park (it
+// cannot be decoded, or waits behind a parked one) carries a
+// schemas.Parked payload, so that the sink counts its position and applies
+// nothing.
+type item struct {
+	raw *kgo.Record
+	rec schemas.Record
+	// undecodable says why raw could not be decoded; nil if it could.
+	undecodable error
+}
+
+func newItem(r *kgo.Record) item {
+	rec, err := kafka.Decode(r)
+	if err != nil {
+		rec = parkedRecord(r, err)
+	}
+	return item{raw: r, rec: rec, undecodable: err}
+}
+
+// parkedRecord is what the sink gets for a parked record: its position.
+func parkedRecord(r *kgo.Record, reason error) schemas.Record {
+	return schemas.Record{Topic: r.Topic, Position: kafka.Position(r), Payload: schemas.Parked{Reason: reason.Error()}}
+}
+
+func records(items []item) []schemas.Record {
+	out := make([]schemas.Record, len(items))
+	for i, it := range items {
+		out[i] = it.rec
+	}
+	return out
+}
+
+func raws(items []item) []*kgo.Record {
+	out := make([]*kgo.Record, len(items))
+	for i, it := range items {
+		out[i] = it.raw
+	}
+	return out
+}
+
+// prepared is a batch ready to flush: the records to park are Parked in
+// items and listed in dead.
+type prepared struct {
+	items []item
+	dead  []deadletter.Parking
+}
 
 // drainEvery bounds how long the pipeline keeps rebalances blocked under
 // continuous load: past it, the batch in hand is applied without
@@ -21,12 +69,12 @@ const drainEvery = 2 * time.Second
 // only applied after the previous one succeeded, so order and positions
 // are as if it were sequential. Rebalances stay blocked from the first poll
 // that returns records until nothing is in flight or in hand.
-func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
+func (p *Projector) loop(ctx context.Context, cl *kgo.Client) error {
 	// Flushes outlive a shutdown by ShutdownTimeout, so that the batch in
 	// flight is finished rather than cut off with a later one in hand.
 	flushCtx, cancelFlushes := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelFlushes()
-	stopShutdownTimer := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownTimeout, cancelFlushes) })
+	stopShutdownTimer := context.AfterFunc(ctx, func() { time.AfterFunc(p.cfg.ShutdownTimeout, cancelFlushes) })
 	defer stopShutdownTimer()
 
 	var (
@@ -42,8 +90,8 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 		if inflight != nil {
 			idle = inflight.done
 		}
-		col, err := c.collect(ctx, cl, idle)
-		if blockedSince.IsZero() && len(col.raws) > 0 {
+		col, err := p.collect(ctx, cl, idle)
+		if blockedSince.IsZero() && len(col) > 0 {
 			blockedSince = time.Now()
 		}
 		if err != nil && ctx.Err() == nil {
@@ -57,10 +105,10 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 			// The previous batch must have been applied before anything
 			// is done with this one.
 			err := inflight.wait()
-			previous := inflight.raws
+			previous := inflight.items
 			inflight = nil
 			if errors.Is(err, errYield) {
-				c.yield(cl, append(previous, col.raws...))
+				p.yield(cl, append(previous, col...))
 				allow()
 				continue
 			}
@@ -72,27 +120,27 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 		if ctx.Err() != nil {
 			// Shutting down: flush what was collected, with a deadline of
 			// its own, so that a restart redoes nothing.
-			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.ShutdownTimeout)
-			err := c.flush(drainCtx, cl, c.prepare(drainCtx, col), blockedSince)
+			drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+			err := p.flush(drainCtx, cl, p.prepare(drainCtx, col), blockedSince)
 			cancel()
 			allow()
 			if err != nil {
-				c.log.Warn("flush on shutdown; the sink's positions make the rest redeliver", "records", len(col.batch), "err", err)
+				p.log.Warn("flush on shutdown; the sink's positions make the rest redeliver", "records", len(col), "err", err)
 			}
 			return nil
 		}
-		if len(col.raws) == 0 {
+		if len(col) == 0 {
 			allow() // the previous batch is applied and nothing is in hand
 			continue
 		}
-		b := c.prepare(ctx, col)
+		b := p.prepare(ctx, col)
 		if time.Since(blockedSince) < drainEvery {
-			inflight = c.startFlush(flushCtx, cl, b, blockedSince)
+			inflight = p.startFlush(flushCtx, cl, b, blockedSince)
 			continue
 		}
-		if err := c.flush(flushCtx, cl, b, blockedSince); err != nil {
+		if err := p.flush(flushCtx, cl, b, blockedSince); err != nil {
 			if errors.Is(err, errYield) {
-				c.yield(cl, b.raws)
+				p.yield(cl, b.items)
 				allow()
 				continue
 			}
@@ -105,16 +153,31 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 
 // yield rewinds to the first of the records in hand, so that they are
 // fetched again, after a rebalance if one is pending.
-func (c *Consumer) yield(cl *kgo.Client, raws []*kgo.Record) {
-	c.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(raws))
-	cl.SetOffsets(rewindTo(raws))
+func (p *Projector) yield(cl *kgo.Client, items []item) {
+	p.log.Warn("the sink refused writes for too long; rewinding and letting a rebalance through", "records", len(items))
+	cl.SetOffsets(rewindTo(items))
+}
+
+// rewindTo returns the first offset of each partition in items.
+func rewindTo(items []item) map[string]map[int32]kgo.EpochOffset {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	for _, it := range items {
+		r := it.raw
+		if to[r.Topic] == nil {
+			to[r.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		if o, ok := to[r.Topic][r.Partition]; !ok || r.Offset < o.Offset {
+			to[r.Topic][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.Offset}
+		}
+	}
+	return to
 }
 
 // flushing is a batch being flushed in the background.
 type flushing struct {
-	raws []*kgo.Record
-	done chan struct{}
-	err  error
+	items []item
+	done  chan struct{}
+	err   error
 }
 
 func (f *flushing) wait() error {
@@ -122,60 +185,46 @@ func (f *flushing) wait() error {
 	return f.err
 }
 
-func (c *Consumer) startFlush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) *flushing {
-	f := &flushing{raws: b.raws, done: make(chan struct{})}
+func (p *Projector) startFlush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) *flushing {
+	f := &flushing{items: b.items, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		f.err = c.flush(ctx, cl, b, blockedSince)
+		f.err = p.flush(ctx, cl, b, blockedSince)
 	}()
 	return f
 }
 
 // flush parks the dead letters, applies the batch, and commits its offsets
 // to Kafka for lag tooling.
-func (c *Consumer) flush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) error {
-	batch, raws := b.batch, b.raws
-	if err := c.deadLetter(ctx, b.dead); err != nil {
+func (p *Projector) flush(ctx context.Context, cl *kgo.Client, b prepared, blockedSince time.Time) error {
+	if err := p.park(ctx, b.dead); err != nil {
 		return err
 	}
-	if err := c.apply(ctx, batch, raws, blockedSince); err != nil {
+	batch := records(b.items)
+	if err := p.apply(ctx, batch, b.items, blockedSince); err != nil {
 		return err
 	}
-	if po, ok := c.cfg.Observer.(ParkObserver); ok {
-		po.Parked(c.book.Counts())
+	if po, ok := p.cfg.Observer.(ParkObserver); ok {
+		po.Parked(p.parker.Counts())
 	}
-	if po, ok := c.cfg.Observer.(ProgressObserver); ok {
-		for p, o := range commandsThrough(batch) {
-			po.CommandsThrough(p, o)
+	if po, ok := p.cfg.Observer.(ProgressObserver); ok {
+		for part, o := range commandsThrough(batch) {
+			po.CommandsThrough(part, o)
 		}
 	}
 	if len(batch) == 0 {
 		return nil
 	}
-	for p, next := range nextOffsets(raws) {
-		c.watch.Progressed(p, next)
+	polled := raws(b.items)
+	for part, next := range nextOffsets(polled) {
+		p.watch.Progressed(part, next)
 	}
-	if err := cl.CommitRecords(ctx, raws...); err != nil && ctx.Err() == nil {
+	if err := cl.CommitRecords(ctx, polled...); err != nil && ctx.Err() == nil {
 		// The sink holds the truth; a failed commit only makes lag
 		// tooling lag behind, so it is logged, not fatal.
-		c.log.Warn("commit offsets to kafka", "err", err)
+		p.log.Warn("commit offsets to kafka", "err", err)
 	}
 	return nil
-}
-
-// collected is a polled batch, decoded.
-type collected struct {
-	batch       []schemas.Record
-	raws        []*kgo.Record
-	undecodable map[int]error // index in batch -> why it cannot be decoded
-}
-
-// prepared is a batch ready to flush: records to park are placeholders in
-// batch (only their positions count) and listed in dead.
-type prepared struct {
-	batch []schemas.Record
-	raws  []*kgo.Record
-	dead  []deadLetter
 }
 
 // collect polls and decodes until it has MaxBatchRecords, or until it has
@@ -185,8 +234,8 @@ type prepared struct {
 // With nothing polled it returns when idle closes, or at once after a poll
 // when nothing is in flight, so that a quiet topic does not hold
 // rebalances back.
-func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan struct{}) (collected, error) {
-	col := collected{undecodable: map[int]error{}}
+func (p *Projector) collect(ctx context.Context, cl *kgo.Client, idle <-chan struct{}) ([]item, error) {
+	var col []item
 	var deadline time.Time
 	storeBusy := func() bool {
 		if idle == nil {
@@ -199,8 +248,8 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 			return true
 		}
 	}
-	for len(col.batch) < c.cfg.MaxBatchRecords {
-		hasRecords := len(col.batch) > 0
+	for len(col) < p.cfg.MaxBatchRecords {
+		hasRecords := len(col) > 0
 		if hasRecords && !time.Now().Before(deadline) && !storeBusy() {
 			break
 		}
@@ -223,29 +272,21 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 				}
 			}()
 		}
-		fetches := cl.PollRecords(pollCtx, c.cfg.MaxBatchRecords-len(col.batch))
+		fetches := cl.PollRecords(pollCtx, p.cfg.MaxBatchRecords-len(col))
 		cancel()
 		if ctx.Err() != nil {
 			return col, ctx.Err()
 		}
 		if fetches.IsClientClosed() {
-			return collected{}, errors.New("kafka client closed")
+			return nil, errors.New("kafka client closed")
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-				c.log.Warn("fetch", "topic", topic, "partition", partition, "err", err)
+				p.log.Warn("fetch", "topic", topic, "partition", partition, "err", err)
 			}
 		})
-		fetches.EachRecord(func(r *kgo.Record) {
-			rec, err := kafka.Decode(r)
-			if err != nil {
-				col.undecodable[len(col.batch)] = err
-				rec = schemas.Record{Topic: r.Topic, Position: kafka.Position(r)}
-			}
-			col.batch = append(col.batch, rec)
-			col.raws = append(col.raws, r)
-		})
-		if len(col.batch) == 0 && !storeBusy() {
+		fetches.EachRecord(func(r *kgo.Record) { col = append(col, newItem(r)) })
+		if len(col) == 0 && !storeBusy() {
 			// Nothing in hand and nothing in flight: return, so that
 			// the loop lets a pending rebalance through. A poll that
 			// brings only an error (the group could not be joined
@@ -253,8 +294,8 @@ func (c *Consumer) collect(ctx context.Context, cl *kgo.Client, idle <-chan stru
 			// then; polling on here kept a member from ever rejoining.
 			return col, nil
 		}
-		if deadline.IsZero() && len(col.batch) > 0 {
-			deadline = time.Now().Add(c.cfg.FlushInterval)
+		if deadline.IsZero() && len(col) > 0 {
+			deadline = time.Now().Add(p.cfg.FlushInterval)
 		}
 	}
 	return col, nil

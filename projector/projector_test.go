@@ -1,4 +1,4 @@
-package consumer_test
+package projector_test
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/kappa-cqrs/kappa/consumer"
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/projector"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
@@ -70,7 +70,7 @@ func (s *memorySink) Apply(_ context.Context, batch []schemas.Record) error {
 			continue
 		}
 		s.next[r.Position.Partition] = r.Position.Offset + 1
-		if r.Payload != nil {
+		if _, parked := r.Payload.(schemas.Parked); !parked {
 			s.applied = append(s.applied, r.Envelope.ID)
 		}
 	}
@@ -105,14 +105,7 @@ func brokerWith(t *testing.T, records ...*kgo.Record) *kfake.Cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	producer, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer producer.Close()
-	if err := producer.ProduceSync(t.Context(), records...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, broker, records...)
 	return broker
 }
 
@@ -129,7 +122,7 @@ func TestConsumerParksInOrderAndSurvivesOutages(t *testing.T) {
 	}
 	broker := brokerWith(t, records...)
 	sink := &memorySink{next: map[int32]int64{}, downUntil: time.Now().Add(700 * time.Millisecond), refuse: "refused"}
-	c, err := consumer.New(consumer.Config{
+	c, err := projector.New(projector.Config{
 		Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 		FlushInterval: 10 * time.Millisecond, MaxBlock: 200 * time.Millisecond, MaxRetryBackoff: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -183,12 +176,12 @@ func TestAStoreOfAnotherTopicStopsTheConsumer(t *testing.T) {
 		sink *memorySink
 		want error
 	}{
-		{"positions beyond the end", &memorySink{next: map[int32]int64{0: 10}}, consumer.ErrPositionsAheadOfTopic},
-		{"another topic id", &memorySink{next: map[int32]int64{0: 1}, topicID: "id-of-the-deleted-topic"}, consumer.ErrTopicRecreated},
+		{"positions beyond the end", &memorySink{next: map[int32]int64{0: 10}}, projector.ErrPositionsAheadOfTopic},
+		{"another topic id", &memorySink{next: map[int32]int64{0: 1}, topicID: "id-of-the-deleted-topic"}, projector.ErrTopicRecreated},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			broker := brokerWith(t, event("a1", "cart-a", "p1", 1), event("a2", "cart-a", "p1", 2), event("a3", "cart-a", "p1", 3))
-			c, err := consumer.New(consumer.Config{
+			c, err := projector.New(projector.Config{
 				Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, Group: "g", Topic: "events", DeadLetterTopic: "events.dlq", Projection: "memory",
 				FlushInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}, tc.sink)

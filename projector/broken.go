@@ -1,6 +1,6 @@
 //go:build !kappa_broken
 
-package consumer
+package projector
 
 // brokenForFaultTests is true only in the fault suite's negative-control
 // build (tag kappa_broken), which must lose or duplicate rows.

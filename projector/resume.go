@@ -1,4 +1,4 @@
-package consumer
+package projector
 
 import (
 	"context"
@@ -8,70 +8,72 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 // resumeFromSink replaces Kafka's committed offsets with the sink's, once
 // the book of parked records is complete and the sink has shut out every
 // writer that is no longer a member.
-func (c *Consumer) resumeFromSink(ctx context.Context, cl *kgo.Client, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
-	if err := c.book.WaitCaughtUp(ctx, c.cfg.Kafka, c.cfg.DeadLetterTopic); err != nil {
+func (p *Projector) resumeFromSink(ctx context.Context, cl *kgo.Client, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	if err := p.parker.CaughtUp(ctx); err != nil {
 		return nil, fmt.Errorf("read parked records: %w", err)
 	}
-	if err := c.fence(ctx, cl); err != nil {
+	if err := p.fence(ctx, cl); err != nil {
 		return nil, err
 	}
 	for topic, partitions := range assigned {
 		ids := make([]int32, 0, len(partitions))
-		for p := range partitions {
-			ids = append(ids, p)
+		for part := range partitions {
+			ids = append(ids, part)
 		}
 		var next map[int32]int64
-		retry := newBackoff(100*time.Millisecond, c.cfg.MaxRetryBackoff)
+		retry := newBackoff(100*time.Millisecond, p.cfg.MaxRetryBackoff)
 		for {
 			var err error
-			next, err = c.sink.Resume(ctx, topic, ids)
+			next, err = p.sink.Resume(ctx, topic, ids)
 			if err == nil {
 				break
 			}
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("resume %s from sink: %w", topic, err)
 			}
-			c.healthy.Store(false)
-			c.log.Error("read resume positions from sink; retrying", "topic", topic, "err", err)
+			p.healthy.Store(false)
+			p.log.Error("read resume positions from sink; retrying", "topic", topic, "err", err)
 			if err := retry.wait(ctx); err != nil {
 				return nil, err
 			}
 		}
-		if err := c.checkTopic(ctx, topic); err != nil {
+		if err := p.checkTopic(ctx, topic); err != nil {
 			return nil, err
 		}
-		if err := c.checkPositions(ctx, topic, next); err != nil {
+		if err := p.checkPositions(ctx, topic, next); err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
-		for _, p := range ids {
+		p.mu.Lock()
+		for _, part := range ids {
 			offset := kgo.NewOffset().AtStart()
-			if o, ok := next[p]; ok {
+			if o, ok := next[part]; ok {
 				offset = kgo.NewOffset().At(o)
 			}
-			partitions[p] = offset.WithEpoch(-1)
-			c.owned[p] = true
-			c.watch.Progressed(p, next[p])
-			c.log.Info("resume", "topic", topic, "partition", p, "offset", next[p])
+			partitions[part] = offset.WithEpoch(-1)
+			p.owned[part] = true
+			p.watch.Progressed(part, next[part])
+			p.log.Info("resume", "topic", topic, "partition", part, "offset", next[part])
 		}
-		c.mu.Unlock()
+		p.mu.Unlock()
 	}
 	return assigned, nil
 }
 
 // checkTopic stops the consumer if the sink was built from another topic
 // of the same name.
-func (c *Consumer) checkTopic(ctx context.Context, topic string) error {
-	binder, ok := c.sink.(TopicBinder)
+func (p *Projector) checkTopic(ctx context.Context, topic string) error {
+	binder, ok := p.sink.(TopicBinder)
 	if !ok {
 		return nil
 	}
-	details, err := c.admin.ListTopics(ctx, topic)
+	details, err := p.admin.ListTopics(ctx, topic)
 	if err != nil {
 		return fmt.Errorf("read the id of %s: %w", topic, err)
 	}
@@ -92,9 +94,9 @@ func (c *Consumer) checkTopic(ctx context.Context, topic string) error {
 	}
 	if bound != id {
 		err := fmt.Errorf("%w: projection %s was built from topic %s with id %s, but %s now has id %s, so it was deleted and created again; rebuild the projection (drop its schema or database) or point it at the topic it was built from",
-			ErrTopicRecreated, c.cfg.Projection, topic, bound, topic, id)
-		c.log.Error("refusing to resume", "err", err)
-		c.stop(err)
+			ErrTopicRecreated, p.cfg.Projection, topic, bound, topic, id)
+		p.log.Error("refusing to resume", "err", err)
+		p.stop(err)
 		return err
 	}
 	return nil
@@ -103,18 +105,18 @@ func (c *Consumer) checkTopic(ctx context.Context, topic string) error {
 // checkPositions stops the consumer if the store's positions are beyond
 // the end of the topic: the topic was truncated, or recreated on a broker
 // or sink that keeps no topic id.
-func (c *Consumer) checkPositions(ctx context.Context, topic string, next map[int32]int64) error {
-	ends, err := c.admin.ListEndOffsets(ctx, topic)
+func (p *Projector) checkPositions(ctx context.Context, topic string, next map[int32]int64) error {
+	ends, err := kafka.EndOffsets(ctx, p.client, topic)
 	if err != nil {
-		return fmt.Errorf("read the end offsets of %s: %w", topic, err)
+		return err
 	}
-	for p, o := range next {
-		end, ok := ends.Lookup(topic, p)
-		if ok && end.Err == nil && o > end.Offset {
+	for part, o := range next {
+		end, ok := ends[part]
+		if ok && o > end {
 			err := fmt.Errorf("%w: projection %s has applied %s partition %d up to offset %d, but the topic ends at %d, so the topic was recreated or truncated after the store was built; rebuild the projection (drop its schema or database) or point it at the topic it was built from",
-				ErrPositionsAheadOfTopic, c.cfg.Projection, topic, p, o-1, end.Offset)
-			c.log.Error("refusing to resume", "err", err)
-			c.stop(err)
+				ErrPositionsAheadOfTopic, p.cfg.Projection, topic, part, o-1, end)
+			p.log.Error("refusing to resume", "err", err)
+			p.stop(err)
 			return err
 		}
 	}
@@ -125,17 +127,17 @@ func (c *Consumer) checkPositions(ctx context.Context, topic string, next map[in
 // members of the group, before positions are read from it. A member the
 // group does not list (it was expelled meanwhile) does not fence: its
 // assignment is stale, and failing it makes the client join again.
-func (c *Consumer) fence(ctx context.Context, cl *kgo.Client) error {
-	f, ok := c.sink.(Fencer)
+func (p *Projector) fence(ctx context.Context, cl *kgo.Client) error {
+	f, ok := p.sink.(Fencer)
 	if !ok {
 		return nil
 	}
 	member, _ := cl.GroupMetadata()
-	retry := newBackoff(100*time.Millisecond, c.cfg.MaxRetryBackoff)
+	retry := newBackoff(100*time.Millisecond, p.cfg.MaxRetryBackoff)
 	for {
-		live, err := c.members(ctx)
+		live, err := p.members(ctx)
 		if err == nil && !slices.Contains(live, member) {
-			return fmt.Errorf("member %s is not in group %s any more; joining again", member, c.cfg.Group)
+			return fmt.Errorf("member %s is not in group %s any more; joining again", member, p.cfg.Group)
 		}
 		if err == nil {
 			if err = f.Fence(ctx, member, live); err == nil {
@@ -145,8 +147,8 @@ func (c *Consumer) fence(ctx context.Context, cl *kgo.Client) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("fence former writers: %w", err)
 		}
-		c.healthy.Store(false)
-		c.log.Error("fence former writers; retrying", "err", err)
+		p.healthy.Store(false)
+		p.log.Error("fence former writers; retrying", "err", err)
 		if err := retry.wait(ctx); err != nil {
 			return err
 		}
@@ -154,16 +156,16 @@ func (c *Consumer) fence(ctx context.Context, cl *kgo.Client) error {
 }
 
 // members returns the member ids of the group as the coordinator lists them.
-func (c *Consumer) members(ctx context.Context) ([]string, error) {
-	described, err := c.admin.DescribeGroups(ctx, c.cfg.Group)
+func (p *Projector) members(ctx context.Context) ([]string, error) {
+	described, err := p.admin.DescribeGroups(ctx, p.cfg.Group)
 	if err == nil {
 		err = described.Error()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("describe group %s: %w", c.cfg.Group, err)
+		return nil, fmt.Errorf("describe group %s: %w", p.cfg.Group, err)
 	}
 	var ids []string
-	for _, m := range described[c.cfg.Group].Members {
+	for _, m := range described[p.cfg.Group].Members {
 		ids = append(ids, m.MemberID)
 	}
 	return ids, nil
