@@ -6,7 +6,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -20,17 +19,29 @@ import (
 
 	"github.com/segmentio/encoding/json"
 
-	"github.com/kappa-cqrs/kappa/producer/aggregate"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
-	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
-// CommandBus writes commands; *ingest.Publisher is the implementation.
-type CommandBus interface {
-	Publish(ctx context.Context, cmds []ingest.Command, awaitOutcome time.Duration) ([]ingest.Result, error)
-	Ready(ctx context.Context) error
+// Reads is what the API reads: command outcomes and read models. In Kappa
+// the Postgres projection's store serves them (roles adapts it).
+type Reads interface {
+	// Outcome returns a command's outcome; found is false until it is
+	// decided and projected.
+	Outcome(ctx context.Context, commandID string) (o schemas.Outcome, found bool, err error)
+	// ReadModel returns the read model of kind ("articles", "carts",
+	// "orders") with id, ready to be encoded as JSON; found is false if
+	// there is none.
+	ReadModel(ctx context.Context, kind, id string) (view any, found bool, err error)
+	// WaitApplied waits until the read models include the command at pos
+	// and all of its events, or ctx ends; caughtUp says which.
+	WaitApplied(ctx context.Context, pos schemas.Position) (caughtUp bool, err error)
+	// Ping checks that the store answers, for /readyz.
+	Ping(ctx context.Context) error
 }
+
+// Read-model kinds, the path segments of the lookups.
+var readModels = []string{"articles", "carts", "orders"}
 
 // Config configures the HTTP API. Zero values take the documented defaults.
 type Config struct {
@@ -45,12 +56,6 @@ type Config struct {
 	// LookupWait is how long a lookup with a position waits when the request
 	// does not say. Default 5s.
 	LookupWait time.Duration
-	// EventsTopic is the topic whose Postgres projection lookups wait on.
-	// Required when Reads is set.
-	EventsTopic string
-	// IdempotencyWindow is how long an idempotency key stays bound to its
-	// first command. It must not exceed the processors' window. Default 24h.
-	IdempotencyWindow time.Duration
 	// Logger receives request errors. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -70,9 +75,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.LookupWait == 0 {
 		c.LookupWait = 5 * time.Second
-	}
-	if c.IdempotencyWindow == 0 {
-		c.IdempotencyWindow = 24 * time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -96,29 +98,29 @@ func (c *Config) Validate() error {
 
 // Server serves the HTTP API.
 type Server struct {
-	cfg   Config
-	bus   CommandBus
-	reads *postgres.Store
-	log   *slog.Logger
-	mux   *http.ServeMux
+	cfg    Config
+	intake *ingest.Intake
+	reads  Reads
+	log    *slog.Logger
+	mux    *http.ServeMux
 }
 
 // New returns the API handler. reads may be nil: lookups then answer 503.
-func New(cfg Config, bus CommandBus, reads *postgres.Store) (*Server, error) {
+func New(cfg Config, intake *ingest.Intake, reads Reads) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if reads != nil && cfg.EventsTopic == "" {
-		return nil, errors.New("api: EventsTopic is required with a read model")
+	if intake == nil {
+		return nil, errors.New("api: an intake is required")
 	}
-	s := &Server{cfg: cfg, bus: bus, reads: reads, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, intake: intake, reads: reads, log: cfg.Logger, mux: http.NewServeMux()}
 	s.mux.HandleFunc("POST /v1/commands", s.postCommand)
 	s.mux.HandleFunc("POST /v1/commands:batch", s.postBatch)
 	s.mux.HandleFunc("GET /v1/commands/{id}", s.getOutcome)
-	s.mux.HandleFunc("GET /v1/articles/{id}", lookup(s, (*postgres.Store).Article))
-	s.mux.HandleFunc("GET /v1/carts/{id}", lookup(s, (*postgres.Store).Cart))
-	s.mux.HandleFunc("GET /v1/orders/{id}", lookup(s, (*postgres.Store).Order))
+	for _, kind := range readModels {
+		s.mux.HandleFunc("GET /v1/"+kind+"/{id}", s.lookup(kind))
+	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -200,34 +202,47 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd.IdempotencyKey = key
 	}
-	cmds := []ingest.Command{cmd}
-	replayed, ok := s.claimIdempotencyKeys(w, r, cmds)
-	if !ok {
-		return
-	}
-	cmd = cmds[0]
-	if replayed[0] {
-		w.Header().Set(headerIdempotentReplayed, "true")
-		// Answer from the read model when the first attempt's outcome is
-		// there; otherwise publish again under the same command id, which
-		// the processors recognise and do not decide twice.
-		if o, err := s.reads.Outcome(r.Context(), cmd.ID); err == nil {
-			s.writeCommandView(w, r, viewOf(cmd.ID, "", &o))
-			return
-		}
-	}
 	wait, waitApplied := s.preferWait(r)
-	results, err := s.bus.Publish(r.Context(), cmds, wait)
+	sub, err := s.intake.Submit(r.Context(), cmd, wait)
 	if err != nil {
-		s.unavailable(w, r, err)
+		s.submitFailed(w, r, err, 1)
 		return
 	}
-	res := results[0]
-	view := viewOf(cmd.ID, res.Position.String(), res.Outcome)
-	if waitApplied && res.Outcome != nil {
+	if sub.Replayed {
+		w.Header().Set(headerIdempotentReplayed, "true")
+	}
+	if waitApplied && sub.Outcome != nil && !sub.Recalled {
 		w.Header().Set(headerPreferenceApplied, "wait="+strconv.Itoa(int(wait/time.Second)))
 	}
-	s.writeCommandView(w, r, view)
+	s.writeCommandView(w, r, viewOf(sub.Command.ID, sub.Position.String(), sub.Outcome))
+}
+
+// submitFailed answers a request the intake refused or could not write;
+// n is the number of commands in it.
+func (s *Server) submitFailed(w http.ResponseWriter, r *http.Request, err error, n int) {
+	var reused *ingest.KeyReusedError
+	switch {
+	case errors.As(err, &reused):
+		p := Problem{Type: TypeIdempotencyKeyReused, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
+			Detail: "an idempotency key was already used for a different command; nothing was written"}
+		keyErrors := []schemas.FieldError{{Field: "/idempotency_key", Detail: "was already used for a different command within the idempotency window"}}
+		if n == 1 {
+			p.Errors = keyErrors
+		} else {
+			for _, i := range reused.Indexes {
+				p.Items = append(p.Items, ItemProblem{Index: i, Errors: keyErrors})
+			}
+		}
+		writeProblem(w, r, p)
+	case errors.Is(err, ingest.ErrKeysUnavailable):
+		s.log.Error("idempotency keys", "err", err)
+		writeProblem(w, r, Problem{Type: TypeUnavailable, Title: "Idempotency keys unavailable", Status: http.StatusServiceUnavailable,
+			Detail: "the idempotency key could not be checked (keys are kept in Postgres); nothing was written, retry"})
+	case errors.Is(err, ingest.ErrUnavailable):
+		s.unavailable(w, r, err)
+	default:
+		s.internal(w, r, err)
+	}
 }
 
 // writeCommandView answers with a command's state: 200 accepted, 409 or 422
@@ -239,7 +254,7 @@ func (s *Server) writeCommandView(w http.ResponseWriter, r *http.Request, view C
 		writeJSON(w, http.StatusOK, view)
 	case schemas.StatusRejected:
 		status := http.StatusConflict
-		if view.Code == aggregate.CodeUndecodableCommand {
+		if view.Code == schemas.CodeUndecodableCommand {
 			status = http.StatusUnprocessableEntity
 		}
 		writeJSONAs(w, status, contentTypeProblem, struct {
@@ -297,31 +312,29 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 			Detail: fmt.Sprintf("%d of %d commands are invalid; nothing was written", len(problems), len(cmds)), Items: problems})
 		return
 	}
-	if _, ok := s.claimIdempotencyKeys(w, r, cmds); !ok {
+	wait, _ := s.preferWait(r)
+	subs, err := s.intake.SubmitBatch(r.Context(), cmds, wait)
+	if err != nil && subs == nil {
+		s.submitFailed(w, r, err, len(cmds))
 		return
 	}
-	wait, _ := s.preferWait(r)
-	results, err := s.bus.Publish(r.Context(), cmds, wait)
 	if err != nil {
-		if results == nil {
-			s.unavailable(w, r, err)
-			return
-		}
+		s.log.Warn("publish commands", "err", err)
 		p := Problem{Type: TypeUnavailable, Title: "Kafka unavailable", Status: http.StatusServiceUnavailable,
 			Detail: "some commands were not acknowledged by Kafka and must be treated as not written; the others are durable"}
-		for i, res := range results {
-			if res.Err != nil {
-				p.Items = append(p.Items, ItemProblem{Index: i, CommandID: cmds[i].ID, Detail: "not acknowledged: " + res.Err.Error()})
+		for i, sub := range subs {
+			if sub.Err != nil {
+				p.Items = append(p.Items, ItemProblem{Index: i, CommandID: sub.Command.ID, Detail: "not acknowledged: " + sub.Err.Error()})
 			}
 		}
 		writeProblem(w, r, p)
 		return
 	}
-	view := BatchView{Commands: make([]CommandView, len(cmds))}
+	view := BatchView{Commands: make([]CommandView, len(subs))}
 	allDecided := true
-	for i, res := range results {
-		view.Commands[i] = viewOf(cmds[i].ID, res.Position.String(), res.Outcome)
-		allDecided = allDecided && res.Outcome != nil
+	for i, sub := range subs {
+		view.Commands[i] = viewOf(sub.Command.ID, sub.Position.String(), sub.Outcome)
+		allDecided = allDecided && sub.Outcome != nil
 	}
 	status := http.StatusAccepted
 	if wait > 0 && allDecided {
@@ -330,83 +343,27 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, view)
 }
 
-// claimIdempotencyKeys binds each keyed command's key to its command id, or
-// replaces the id with the one the key is already bound to; replayed says
-// which. It answers the request itself and returns false when a key was
-// reused for a different request or cannot be claimed.
-func (s *Server) claimIdempotencyKeys(w http.ResponseWriter, r *http.Request, cmds []ingest.Command) (replayed []bool, ok bool) {
-	replayed = make([]bool, len(cmds))
-	var problems []ItemProblem
-	for i := range cmds {
-		c := &cmds[i]
-		if c.IdempotencyKey == "" {
-			continue
-		}
-		if s.reads == nil {
-			writeProblem(w, r, Problem{Type: TypeUnavailable, Title: "Idempotency keys unavailable", Status: http.StatusServiceUnavailable,
-				Detail: "idempotency keys are kept in Postgres, which this instance has not configured"})
-			return nil, false
-		}
-		claim, err := s.reads.ClaimIdempotencyKey(r.Context(), c.IdempotencyKey, requestHash(*c), c.ID, s.cfg.IdempotencyWindow)
-		switch {
-		case errors.Is(err, postgres.ErrIdempotencyKeyReused):
-			problems = append(problems, ItemProblem{Index: i, Errors: []schemas.FieldError{{Field: "/idempotency_key",
-				Detail: "was already used for a different command within the idempotency window"}}})
-		case err != nil:
-			s.log.Error("claim idempotency key", "err", err)
-			writeProblem(w, r, Problem{Type: TypeUnavailable, Title: "Idempotency keys unavailable", Status: http.StatusServiceUnavailable,
-				Detail: "the idempotency key could not be checked; nothing was written, retry"})
-			return nil, false
-		default:
-			c.ID, replayed[i] = claim.CommandID, claim.Replayed
-		}
-	}
-	if len(problems) > 0 {
-		p := Problem{Type: TypeIdempotencyKeyReused, Title: "Idempotency key reused", Status: http.StatusUnprocessableEntity,
-			Detail: "an idempotency key was already used for a different command; nothing was written"}
-		if len(cmds) == 1 {
-			p.Errors = problems[0].Errors
-		} else {
-			p.Items = problems
-		}
-		writeProblem(w, r, p)
-		return nil, false
-	}
-	return replayed, true
-}
-
-// requestHash identifies what a command asks for, independent of its id:
-// a retry must hash the same, a different command must not.
-func requestHash(c ingest.Command) []byte {
-	payload, _ := json.Marshal(c.Payload) // payloads are plain structs of the schemas package
-	h := sha256.New()
-	for _, part := range [][]byte{[]byte(c.Type), []byte(c.AggregateID), []byte(c.Tenant), payload} {
-		h.Write(part)
-		h.Write([]byte{0})
-	}
-	return h.Sum(nil)
-}
-
 func (s *Server) getOutcome(w http.ResponseWriter, r *http.Request) {
 	if !s.requireReads(w, r) {
 		return
 	}
 	id := r.PathValue("id")
-	o, err := s.reads.Outcome(r.Context(), id)
-	if errors.Is(err, postgres.ErrNotFound) {
-		writeProblem(w, r, Problem{Type: TypeNotFound, Title: "Not found", Status: http.StatusNotFound,
-			Detail: "no outcome for command " + id + ": it is unknown, or not decided and projected yet"})
-		return
-	}
+	o, found, err := s.reads.Outcome(r.Context(), id)
 	if err != nil {
 		s.internal(w, r, err)
+		return
+	}
+	if !found {
+		writeProblem(w, r, Problem{Type: TypeNotFound, Title: "Not found", Status: http.StatusNotFound,
+			Detail: "no outcome for command " + id + ": it is unknown, or not decided and projected yet"})
 		return
 	}
 	writeJSON(w, http.StatusOK, viewOf(id, "", &o))
 }
 
-// lookup serves one read model by id, after waiting for ?position= if given.
-func lookup[T any](s *Server, get func(*postgres.Store, context.Context, string) (T, error)) http.HandlerFunc {
+// lookup serves one kind of read model by id, after waiting for ?position=
+// if given.
+func (s *Server) lookup(kind string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.requireReads(w, r) {
 			return
@@ -414,13 +371,15 @@ func lookup[T any](s *Server, get func(*postgres.Store, context.Context, string)
 		if !s.waitForPosition(w, r) {
 			return
 		}
-		v, err := get(s.reads, r.Context(), r.PathValue("id"))
-		if errors.Is(err, postgres.ErrNotFound) {
-			writeProblem(w, r, Problem{Type: TypeNotFound, Title: "Not found", Status: http.StatusNotFound, Detail: err.Error()})
-			return
-		}
+		id := r.PathValue("id")
+		v, found, err := s.reads.ReadModel(r.Context(), kind, id)
 		if err != nil {
 			s.internal(w, r, err)
+			return
+		}
+		if !found {
+			writeProblem(w, r, Problem{Type: TypeNotFound, Title: "Not found", Status: http.StatusNotFound,
+				Detail: fmt.Sprintf("%s %s: not found", strings.TrimSuffix(kind, "s"), id)})
 			return
 		}
 		writeJSON(w, http.StatusOK, v)
@@ -444,14 +403,14 @@ func (s *Server) waitForPosition(w http.ResponseWriter, r *http.Request) bool {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
-	err = s.reads.WaitApplied(ctx, s.cfg.EventsTopic, pos, 10*time.Millisecond)
-	if errors.Is(err, postgres.ErrNotCaughtUp) {
-		writeProblem(w, r, Problem{Type: TypeNotCaughtUp, Title: "Read model not caught up", Status: http.StatusServiceUnavailable,
-			Detail: fmt.Sprintf("the Postgres projection has not applied position %s within %s; retry", pos, wait)})
-		return false
-	}
+	caughtUp, err := s.reads.WaitApplied(ctx, pos)
 	if err != nil {
 		s.internal(w, r, err)
+		return false
+	}
+	if !caughtUp {
+		writeProblem(w, r, Problem{Type: TypeNotCaughtUp, Title: "Read model not caught up", Status: http.StatusServiceUnavailable,
+			Detail: fmt.Sprintf("the Postgres projection has not applied position %s within %s; retry", pos, wait)})
 		return false
 	}
 	return true
@@ -462,7 +421,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := map[string]string{}
 	status := http.StatusOK
-	if err := s.bus.Ready(ctx); err != nil {
+	if err := s.intake.Ready(ctx); err != nil {
 		checks["kafka"], status = err.Error(), http.StatusServiceUnavailable
 	} else {
 		checks["kafka"] = "ok"
@@ -508,7 +467,8 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 	if err != nil {
 		return ingest.Command{}, nil, err
 	}
-	return ingest.Command{ID: ingest.NewCommandID(), Type: req.Type, AggregateID: req.AggregateID, IdempotencyKey: req.IdempotencyKey, Payload: payload}, nil, nil
+	cmd, err := ingest.NewCommand(req.Type, req.AggregateID, "", req.IdempotencyKey, payload)
+	return cmd, nil, err
 }
 
 var (

@@ -21,7 +21,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kappa-cqrs/kappa/api"
-	"github.com/kappa-cqrs/kappa/producer/aggregate"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -68,12 +67,18 @@ func positions(cmds []ingest.Command) []ingest.Result {
 	return res
 }
 
-func newServer(t *testing.T, cfg api.Config, bus api.CommandBus) *api.Server {
+// newServer serves the API over a real intake on a fake bus, without a
+// read model or a key store.
+func newServer(t *testing.T, cfg api.Config, bus ingest.Bus) *api.Server {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s, err := api.New(cfg, bus, nil)
+	intake, err := ingest.NewIntake(ingest.IntakeConfig{Bus: bus, Logger: cfg.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := api.New(cfg, intake, nil)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
@@ -163,6 +168,16 @@ const (
 
 func ptr[T any](v T) *T { return &v }
 
+// mustJSON is a payload as the intake encodes it.
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	cmd, err := ingest.NewCommand("", "", "", "", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Data
+}
+
 func TestNewValidatesConfig(t *testing.T) {
 	for _, cfg := range []api.Config{
 		{MaxBodyBytes: 100},
@@ -171,9 +186,16 @@ func TestNewValidatesConfig(t *testing.T) {
 		{MaxWait: -time.Second},
 		{LookupWait: -time.Second},
 	} {
-		if _, err := api.New(cfg, &fakeBus{}, nil); err == nil {
+		intake, err := ingest.NewIntake(ingest.IntakeConfig{Bus: &fakeBus{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.New(cfg, intake, nil); err == nil {
 			t.Errorf("New(%+v) accepted an invalid config", cfg)
 		}
+	}
+	if _, err := api.New(api.Config{}, nil, nil); err == nil {
+		t.Error("New accepted no intake")
 	}
 }
 
@@ -317,7 +339,7 @@ func TestPostCommandAccepted(t *testing.T) {
 	}
 	wantCmds := []ingest.Command{{
 		ID: view.CommandID, Type: schemas.AddProductToCart, AggregateID: "cart-1",
-		Payload: schemas.AddProductV1{ProductID: "p1", Quantity: ptr[int64](2), UnitPriceCents: ptr[int64](150)},
+		Data: mustJSON(t, schemas.AddProductV1{ProductID: "p1", Quantity: ptr[int64](2), UnitPriceCents: ptr[int64](150)}),
 	}}
 	if !reflect.DeepEqual(calls[0].cmds, wantCmds) {
 		t.Errorf("published %+v, want %+v", calls[0].cmds, wantCmds)
@@ -400,9 +422,9 @@ func TestPostCommandRejected(t *testing.T) {
 		code   string
 		status int
 	}{
-		{aggregate.CodeCartCheckedOut, http.StatusConflict},
-		{aggregate.CodeRemoveTooMany, http.StatusConflict},
-		{aggregate.CodeUndecodableCommand, http.StatusUnprocessableEntity},
+		{"cart_checked_out", http.StatusConflict},
+		{"remove_exceeds_quantity", http.StatusConflict},
+		{schemas.CodeUndecodableCommand, http.StatusUnprocessableEntity},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
@@ -502,9 +524,9 @@ func TestPostBatchAccepted(t *testing.T) {
 			if len(ids) != len(cmds) {
 				t.Errorf("command ids are not unique: %v", ids)
 			}
-			wantPayload := schemas.PublishArticleV1{AuthorID: "u1", Title: "T", Body: "B", Tags: []string{"go"}}
-			if !reflect.DeepEqual(cmds[1].Payload, wantPayload) || cmds[1].AggregateID != "article-1" {
-				t.Errorf("command 1 = %+v, want payload %+v for article-1", cmds[1], wantPayload)
+			wantPayload := mustJSON(t, schemas.PublishArticleV1{AuthorID: "u1", Title: "T", Body: "B", Tags: []string{"go"}})
+			if !bytes.Equal(cmds[1].Data, wantPayload) || cmds[1].AggregateID != "article-1" {
+				t.Errorf("command 1 = %+v, want payload %s for article-1", cmds[1], wantPayload)
 			}
 		})
 	}

@@ -103,7 +103,6 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyWindow == 0 {
 		c.IdempotencyWindow = 24 * time.Hour
 	}
-	c.API.IdempotencyWindow = c.IdempotencyWindow
 }
 
 // Topics returns the topic names of this configuration.
@@ -186,9 +185,13 @@ func runIngest(ctx context.Context, cfg Config) error {
 	if err := untilReachable(ctx, cfg.Logger, "migrate postgres", reads.Migrate); err != nil {
 		return err
 	}
-	apiCfg := cfg.API
-	apiCfg.EventsTopic = names.Events
-	apiHandler, err := api.New(apiCfg, pub, reads)
+	pgReads := postgresReads{store: reads, topic: names.Events}
+	intake, err := ingest.NewIntake(ingest.IntakeConfig{Bus: pub, Keys: reads, Outcomes: pgReads,
+		IdempotencyWindow: cfg.IdempotencyWindow, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
+	apiHandler, err := api.New(cfg.API, intake, pgReads)
 	if err != nil {
 		return err
 	}

@@ -153,6 +153,10 @@ const (
 	StatusRejected = "rejected"
 )
 
+// CodeUndecodableCommand is the rejection code of a command the processor
+// could not decode: the HTTP API answers it 422 rather than 409.
+const CodeUndecodableCommand = "undecodable_command"
+
 // Rejection says why a command was refused by its aggregate.
 type Rejection struct {
 	Code   string `json:"code"`

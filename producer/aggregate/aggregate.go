@@ -21,7 +21,7 @@ const (
 	CodeQuantityTooLarge   = "quantity_too_large"
 	CodeCartFull           = "cart_full"
 	CodeWrongAggregate     = "wrong_aggregate_kind"
-	CodeUndecodableCommand = "undecodable_command"
+	CodeUndecodableCommand = schemas.CodeUndecodableCommand
 )
 
 // MaxCartLines bounds a cart so that its total always fits in int64:

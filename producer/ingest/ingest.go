@@ -1,7 +1,9 @@
-// Package ingest is the command intake: it writes validated commands to the
-// commands topic with an idempotent producer and acks=all, and it watches
-// the outcome records of the events topic so that a caller can wait for a
-// command's decision.
+// Package ingest is the command intake. Intake (intake.go) owns a request's
+// way in: idempotency keys and their request hash, answering retries, and
+// publishing. Publisher writes validated commands to the commands topic
+// with an idempotent producer and acks=all, and watches the outcome
+// records of the events topic so that a caller can wait for a command's
+// decision. Nothing here knows HTTP.
 package ingest
 
 import (
@@ -14,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kafka"
@@ -81,7 +82,9 @@ type Command struct {
 	// IdempotencyKey marks a command whose retries must not be decided
 	// again; the processors remember its outcome by command id.
 	IdempotencyKey string
-	Payload        any // one of the schemas command types
+	// Data is the payload, one of the schemas command types, as JSON
+	// (NewCommand encodes it).
+	Data []byte
 }
 
 // Result is what happened to one command of a Publish call: its position
@@ -182,13 +185,9 @@ func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, erro
 	var wg sync.WaitGroup
 	now := time.Now().UTC()
 	for i, c := range cmds {
-		data, err := json.Marshal(c.Payload)
-		if err != nil {
-			return nil, fmt.Errorf("encode command %s: %w", c.Type, err)
-		}
 		env := schemas.Envelope{
 			ID: c.ID, Type: c.Type, Source: p.cfg.Source, Time: now, SchemaVersion: 1,
-			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, Data: data,
+			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, Data: c.Data,
 		}
 		rec := kafka.Record(p.cfg.Topics.Commands, 0, env)
 		wg.Add(1)

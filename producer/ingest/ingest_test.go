@@ -33,8 +33,11 @@ func TestPublishReportsUnavailableWhenKafkaIsDown(t *testing.T) {
 	}
 	defer pub.Close()
 	qty, price := int64(1), int64(5)
-	cmds := []ingest.Command{{ID: ingest.NewCommandID(), Type: schemas.AddProductToCart, AggregateID: "cart-1",
-		Payload: schemas.AddProductV1{ProductID: "p1", Quantity: &qty, UnitPriceCents: &price}}}
+	cmd, err := ingest.NewCommand(schemas.AddProductToCart, "cart-1", "", "", schemas.AddProductV1{ProductID: "p1", Quantity: &qty, UnitPriceCents: &price})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds := []ingest.Command{cmd}
 	results, err := pub.Publish(t.Context(), cmds, 0)
 	if !errors.Is(err, ingest.ErrUnavailable) {
 		t.Fatalf("Publish error = %v, want ErrUnavailable", err)

@@ -49,8 +49,11 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 
 	qty, price := int64(1), int64(5)
 	waitFor := func(round int, cart string) {
-		cmd := ingest.Command{ID: ingest.NewCommandID(), Type: schemas.AddProductToCart, AggregateID: cart,
-			Payload: schemas.AddProductV1{ProductID: "p1", Quantity: &qty, UnitPriceCents: &price}}
+		cmd, err := ingest.NewCommand(schemas.AddProductToCart, cart, "", "", schemas.AddProductV1{ProductID: "p1", Quantity: &qty, UnitPriceCents: &price})
+		if err != nil {
+			t.Error(err)
+			return
+		}
 		results, err := pub.Publish(ctx, []ingest.Command{cmd}, 20*time.Second)
 		if err != nil {
 			t.Error(err)
@@ -62,8 +65,11 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 	}
 	for round := range 5 {
 		// Commands nobody waits for, whose outcomes the reader skips.
-		if _, err := pub.Publish(ctx, []ingest.Command{{ID: ingest.NewCommandID(), Type: schemas.CheckoutCart, AggregateID: "cart-x",
-			Payload: schemas.CheckoutV1{CustomerID: "c"}}}, 0); err != nil {
+		checkout, err := ingest.NewCommand(schemas.CheckoutCart, "cart-x", "", "", schemas.CheckoutV1{CustomerID: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pub.Publish(ctx, []ingest.Command{checkout}, 0); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,44 +9,32 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// ErrIdempotencyKeyReused reports a key first used for a different request.
-var ErrIdempotencyKeyReused = errors.New("idempotency key was used for a different request")
-
-// Claim is the command an idempotency key stands for.
-type Claim struct {
-	CommandID string
-	// Replayed is true when the key was already used, within the window,
-	// for the same request: CommandID is then that request's command.
-	Replayed bool
-}
-
-// ClaimIdempotencyKey binds key to commandID unless it is already bound,
-// within window, in which case it returns the bound command if requestHash
-// matches and ErrIdempotencyKeyReused if not. The keys live here, in the
-// database every ingest instance shares, so that a retry to any instance,
-// before or after a restart, finds the first attempt.
-func (s *Store) ClaimIdempotencyKey(ctx context.Context, key string, requestHash []byte, commandID string, window time.Duration) (Claim, error) {
+// ClaimIdempotencyKey binds key to commandID and requestHash unless it is
+// bound already within window, and returns what it is bound to: a caller
+// that gets another command id back compares the hashes to tell a retry of
+// the same request from a key used for another. One statement claims, so
+// that two instances racing for a key bind it once. The keys live here, in
+// the database every ingest instance shares, so that a retry to any
+// instance, before or after a restart, finds the first attempt.
+func (s *Store) ClaimIdempotencyKey(ctx context.Context, key string, requestHash []byte, commandID string, window time.Duration) (boundCommandID string, boundHash []byte, err error) {
 	var bound string
-	err := s.pool.QueryRow(ctx, `INSERT INTO idempotency_keys AS k (key, request_hash, command_id, created_at)
+	err = s.pool.QueryRow(ctx, `INSERT INTO idempotency_keys AS k (key, request_hash, command_id, created_at)
 		VALUES ($1, $2, $3, now())
 		ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash, command_id = EXCLUDED.command_id,
 			created_at = EXCLUDED.created_at
 		WHERE k.created_at < now() - make_interval(secs => $4)
 		RETURNING command_id`, key, requestHash, commandID, window.Seconds()).Scan(&bound)
 	if err == nil {
-		return Claim{CommandID: bound}, nil
+		return bound, requestHash, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return Claim{}, fmt.Errorf("claim idempotency key: %w", err)
+		return "", nil, fmt.Errorf("claim idempotency key: %w", err)
 	}
 	var hash []byte
 	if err := s.pool.QueryRow(ctx, `SELECT request_hash, command_id FROM idempotency_keys WHERE key = $1`, key).Scan(&hash, &bound); err != nil {
-		return Claim{}, fmt.Errorf("read idempotency key: %w", err)
+		return "", nil, fmt.Errorf("read idempotency key: %w", err)
 	}
-	if !bytes.Equal(hash, requestHash) {
-		return Claim{}, ErrIdempotencyKeyReused
-	}
-	return Claim{CommandID: bound, Replayed: true}, nil
+	return bound, hash, nil
 }
 
 // PurgeIdempotencyKeys deletes keys older than window and returns how many.
