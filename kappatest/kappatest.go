@@ -107,26 +107,3 @@ func Eventually(t testing.TB, timeout, interval time.Duration, check func() erro
 		time.Sleep(interval)
 	}
 }
-
-// TopicBinder is a sink that records the topic it is built from.
-type TopicBinder interface {
-	BindTopic(ctx context.Context, topic, topicID string) (string, error)
-}
-
-// CheckBindTopic checks that a sink keeps the first id bound to a topic,
-// and keeps topics apart.
-func CheckBindTopic(t *testing.T, b TopicBinder) {
-	t.Helper()
-	for _, id := range []string{"first", "second"} {
-		bound, err := b.BindTopic(t.Context(), "events", id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bound != "first" {
-			t.Fatalf("BindTopic(%q) = %q, want the first id", id, bound)
-		}
-	}
-	if bound, err := b.BindTopic(t.Context(), "other", "x"); err != nil || bound != "x" {
-		t.Fatalf("another topic: %q, %v", bound, err)
-	}
-}

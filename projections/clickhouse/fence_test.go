@@ -3,13 +3,13 @@ package clickhouse_test
 import (
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projectiontest"
 )
 
 // TestFencedWriterWritesNothing: a member that lost its partitions (not in
@@ -18,7 +18,7 @@ import (
 // nowhere, and the new owner's copy is the only one.
 func TestFencedWriterWritesNothing(t *testing.T) {
 	cfg := kappatest.ClickHouse(t)
-	st := stream("events")
+	st := projectiontest.Stream()
 	stale, owner := open(t, cfg), open(t, cfg)
 	if err := stale.Fence(t.Context(), "member-a", []string{"member-a"}); err != nil {
 		t.Fatal(err)
@@ -44,8 +44,8 @@ func TestFencedWriterWritesNothing(t *testing.T) {
 	if !errors.Is(err, clickhouse.ErrFenced) || !stale.Fenced(err) {
 		t.Fatalf("the stale writer's Apply returned %v, want ErrFenced", err)
 	}
-	if got := readCounts(t, owner); !reflect.DeepEqual(got, want) {
-		t.Fatalf("counts\n got %+v\nwant %+v", got, want)
+	if d := projectiontest.Diff(contents(t, owner), want); d != "" {
+		t.Fatalf("contents:%s", d)
 	}
 	if gates := gateTables(t, owner); len(gates) != 5 || !strings.Contains(gates[0], clickhouse.WriterID("member-b")) {
 		t.Fatalf("gates %v, want the five of member-b only", gates)
@@ -58,7 +58,7 @@ func TestFencedWriterWritesNothing(t *testing.T) {
 // include the rows; the former member's next insert fails.
 func TestFencingWaitsForAWriteInFlight(t *testing.T) {
 	cfg := kappatest.ClickHouse(t)
-	st := stream("events")
+	st := projectiontest.Stream()
 	stale, owner := open(t, cfg), open(t, cfg)
 	if err := stale.Fence(t.Context(), "member-a", []string{"member-a"}); err != nil {
 		t.Fatal(err)
@@ -125,15 +125,15 @@ func TestFenceKeepsLiveWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st := stream("events")
+	st := projectiontest.Stream()
 	if err := a.Apply(t.Context(), kappatest.From(st.Records, map[int32]int64{1: 1 << 40, 2: 1 << 40})); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Apply(t.Context(), kappatest.From(st.Records, map[int32]int64{0: 1 << 40})); err != nil {
 		t.Fatal(err)
 	}
-	if got := readCounts(t, a); !reflect.DeepEqual(got, want) {
-		t.Fatalf("counts\n got %+v\nwant %+v", got, want)
+	if d := projectiontest.Diff(contents(t, a), want); d != "" {
+		t.Fatalf("contents:%s", d)
 	}
 	if gates := gateTables(t, a); len(gates) != 10 {
 		t.Fatalf("gates %v, want five for each of two writers", gates)
