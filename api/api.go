@@ -648,3 +648,10 @@ func (s *Server) internal(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Error("request", "path", r.URL.Path, "err", err)
 	writeProblem(w, r, Problem{Type: TypeInternal, Title: "Internal error", Status: http.StatusInternalServerError})
 }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}

@@ -388,7 +388,7 @@ func commandBodies(n int) [][]byte {
 // ingest running in this process, from 8 connections.
 func ingestKappa(ctx context.Context, cfg Config, log *slog.Logger) (CaseResult, error) {
 	listening := make(chan net.Addr, 1)
-	rcfg := roles.Config{Kafka: cfg.kafka(), TopicPrefix: cfg.Prefix, Partitions: cfg.Partitions, HTTPAddr: "127.0.0.1:0",
+	rcfg := roles.Config{Kafka: cfg.kafka(), TopicPrefix: cfg.Prefix, CreateTopics: kafka.TopicConfig{Partitions: cfg.Partitions}, HTTPAddr: "127.0.0.1:0",
 		Postgres: postgres.Config{URL: cfg.PostgresURL, Schema: cfg.PostgresSchema + "_ingest"}, Logger: log,
 		OnListen: func(a net.Addr) { listening <- a }}
 	ctx, cancel := context.WithCancel(ctx)

@@ -27,6 +27,7 @@ import (
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/projector"
 	"github.com/kappa-cqrs/kappa/roles"
 )
 
@@ -110,8 +111,9 @@ func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse
 	listening := make(chan net.Addr, 1)
 	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
-		Kafka: kafka.Connection{Brokers: brokers}, TopicPrefix: prefix, GroupPrefix: prefix, Partitions: partitions,
-		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", ClickHouseFlushInterval: flush, PostgresFlushInterval: flush,
+		Kafka: kafka.Connection{Brokers: brokers}, TopicPrefix: prefix, GroupPrefix: prefix, CreateTopics: kafka.TopicConfig{Partitions: partitions},
+		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
+		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 		OnListen: func(a net.Addr) { listening <- a },
 	}

@@ -20,7 +20,7 @@ func TestProcessorTransactionsKeepTheirInterval(t *testing.T) {
 	sys := newSystem(t, kappatest.Brokers(t), kappatest.Postgres(t), kappatest.ClickHouse(t), 3, 50*time.Millisecond)
 	const interval = 200 * time.Millisecond
 	sys.stop("process")
-	sys.cfg.TransactionInterval = interval
+	sys.cfg.Processor.MinTransactionInterval = interval
 	reg := prometheus.NewRegistry()
 	sys.cfg.Registry = reg
 	sys.start("process", roles.Process)

@@ -144,3 +144,10 @@ func describe(ctx context.Context, adm *kadm.Client, names []string) (kadm.Topic
 		}
 	}
 }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c TopicConfig) WithDefaults() TopicConfig {
+	c.setDefaults()
+	return c
+}

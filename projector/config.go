@@ -29,7 +29,8 @@ type Config struct {
 	MaxBatchRecords int
 	// FlushInterval is how long a batch is collected after its first
 	// record, or longer while the previous batch is still being applied
-	// (waiting then costs nothing and makes the batch bigger). Default 200ms.
+	// (waiting then costs nothing and makes the batch bigger). Default:
+	// the sink's, if it is a Pacer, else 200ms.
 	FlushInterval time.Duration
 	// MaxRetryBackoff caps the wait between attempts to apply a batch the
 	// sink refused. Attempts go on until the context ends. Default 10s.
@@ -66,9 +67,19 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) setDefaults() {
+// Pacer is an optional interface of a Sink that knows how long its
+// batches should be collected: a store that wants few, large writes
+// (ClickHouse) waits longer than one whose writes are cheap (Postgres).
+type Pacer interface {
+	DefaultFlushInterval() time.Duration
+}
+
+func (c *Config) setDefaults(sink Sink) {
 	if c.MaxBatchRecords == 0 {
 		c.MaxBatchRecords = 10000
+	}
+	if p, ok := sink.(Pacer); ok && c.FlushInterval == 0 {
+		c.FlushInterval = p.DefaultFlushInterval()
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = 200 * time.Millisecond
@@ -97,6 +108,13 @@ func (c *Config) setDefaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second
 	}
+}
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default for sink (nil: no sink's preference), as New uses it.
+func (c Config) WithDefaults(sink Sink) Config {
+	c.setDefaults(sink)
+	return c
 }
 
 // Validate reports every configuration problem at once.

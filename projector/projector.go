@@ -65,7 +65,7 @@ type Projector struct {
 
 // New returns a Projector for sink, or the configuration's problems.
 func New(cfg Config, sink Sink) (*Projector, error) {
-	cfg.setDefaults()
+	cfg.setDefaults(sink)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -29,8 +29,11 @@ import (
 	"github.com/kappa-cqrs/kappa/projector"
 )
 
-// Config is everything a role may need. Zero values take the documented
-// defaults of the component they configure.
+// Config is everything a role may need: the settings every role shares,
+// and each component's own Config as it is. The roles fill in what follows
+// from the shared settings (the Kafka connection, topic and group names,
+// observers, loggers); every other zero value takes the component's own
+// default, which lives in its setDefaults only. Validate checks it all.
 type Config struct {
 	// Kafka is how every role reaches Kafka; every client of every role is
 	// made from it.
@@ -38,15 +41,20 @@ type Config struct {
 	// TopicPrefix names the topics: <prefix>.commands, .events and
 	// .events.dlq. Default "kappa".
 	TopicPrefix string
-	// Partitions of the co-partitioned topics when Kappa creates them.
-	Partitions int32
+	// CreateTopics says how Kappa creates its topics when they are missing.
+	CreateTopics kafka.TopicConfig
 	// GroupPrefix names the consumer groups: <prefix>-processor,
 	// <prefix>-clickhouse, <prefix>-postgres. Default "kappa".
 	GroupPrefix string
 
-	Postgres   postgres.Config
-	ClickHouse clickhouse.Config
-	API        api.Config
+	Processor           processor.Config
+	ClickHouseProjector projector.Config
+	PostgresProjector   projector.Config
+	Publisher           ingest.Config
+	Intake              ingest.IntakeConfig
+	API                 api.Config
+	Postgres            postgres.Config
+	ClickHouse          clickhouse.Config
 
 	// HTTPAddr is where ingest listens. Default ":8080".
 	HTTPAddr string
@@ -57,28 +65,7 @@ type Config struct {
 	// Registry receives every role's metrics. Default: a new registry per
 	// role, served by that role.
 	Registry *prometheus.Registry
-	// InstanceID makes the role's group member static (KIP-345); it must be
-	// unique per running instance of a role. Default none.
-	InstanceID string
-	// SessionTimeout of the consumer groups. Default 10s.
-	SessionTimeout time.Duration
-	// StallTimeout is how long a group member may do less than its share
-	// (no partition while some have no owner, or records waiting and
-	// none applied) before its /readyz says so (groupwatch). Default 30s.
-	StallTimeout time.Duration
-	// IdempotencyWindow is how long an idempotency key is honoured, by
-	// ingest and processors alike. Default 24h.
-	IdempotencyWindow time.Duration
-	// TransactionInterval is the least time between the starts of a
-	// processor's transactions (processor.Config.MinTransactionInterval).
-	TransactionInterval time.Duration
-	// The flush intervals and MaxBatchRecords tune the projections'
-	// batches (see projector.Config).
-	ClickHouseFlushInterval time.Duration
-	PostgresFlushInterval   time.Duration
-	MaxBatchRecords         int
-
-	Logger *slog.Logger
+	Logger   *slog.Logger
 	// OnListen, if set, receives ingest's listening address (tests use
 	// port 0).
 	OnListen func(net.Addr)
@@ -100,9 +87,6 @@ func (c *Config) setDefaults() {
 	c.Postgres.Logger = c.Logger
 	c.ClickHouse.Logger = c.Logger
 	c.API.Logger = c.Logger
-	if c.IdempotencyWindow == 0 {
-		c.IdempotencyWindow = 24 * time.Hour
-	}
 }
 
 // Topics returns the topic names of this configuration.
@@ -122,7 +106,7 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 	defer cl.Close()
 	var n int32
 	err = untilReachable(ctx, cfg.Logger, "create topics", func(ctx context.Context) (err error) {
-		n, err = kafka.EnsureTopics(ctx, cl, cfg.Topics(), kafka.TopicConfig{Partitions: cfg.Partitions})
+		n, err = kafka.EnsureTopics(ctx, cl, cfg.Topics(), cfg.CreateTopics)
 		return err
 	})
 	if err != nil {
@@ -135,6 +119,9 @@ func EnsureTopics(ctx context.Context, cfg Config) error {
 // Migrate creates the topics and applies the migrations of the stores asked for.
 func Migrate(ctx context.Context, cfg Config, pg, ch bool) error {
 	cfg.setDefaults()
+	if err := errors.Join(cfg.Kafka.Validate(), cfg.ValidateStores(pg, ch)); err != nil {
+		return err
+	}
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
@@ -168,11 +155,17 @@ func Ingest(ctx context.Context, cfg Config) error {
 
 func runIngest(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.ValidateStores(true, false); err != nil {
+		return err
+	}
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
 	names := cfg.Topics()
-	pub, err := ingest.New(ingest.Config{Kafka: cfg.Kafka, Topics: names, Logger: cfg.Logger})
+	pub, err := ingest.New(cfg.publisher())
 	if err != nil {
 		return err
 	}
@@ -186,8 +179,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 		return err
 	}
 	pgReads := postgresReads{store: reads, topic: names.Events}
-	intake, err := ingest.NewIntake(ingest.IntakeConfig{Bus: pub, Keys: reads, Outcomes: pgReads,
-		IdempotencyWindow: cfg.IdempotencyWindow, Logger: cfg.Logger})
+	intake, err := ingest.NewIntake(cfg.intake(pub, reads, pgReads))
 	if err != nil {
 		return err
 	}
@@ -211,7 +203,9 @@ func runIngest(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pub.RunOutcomes(gctx) })
 	g.Go(func() error { return serveOps(gctx, cfg, reg, pub.Ready) })
-	g.Go(func() error { return purgeIdempotencyKeys(gctx, reads, cfg.IdempotencyWindow, cfg.Logger) })
+	g.Go(func() error {
+		return purgeIdempotencyKeys(gctx, reads, cfg.Intake.WithDefaults().IdempotencyWindow, cfg.Logger)
+	})
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -234,17 +228,14 @@ func Process(ctx context.Context, cfg Config) error {
 
 func runProcess(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
 	reg := cfg.registry()
-	p, err := processor.New(processor.Config{
-		Kafka: cfg.Kafka, Topics: cfg.Topics(), Group: cfg.GroupPrefix + "-processor",
-		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, IdempotencyWindow: cfg.IdempotencyWindow,
-		MinTransactionInterval: cfg.TransactionInterval, StallTimeout: cfg.StallTimeout,
-		Observer: metrics.NewProcessor(reg),
-		Logger:   cfg.Logger,
-	})
+	p, err := processor.New(cfg.processor(metrics.NewProcessor(reg)))
 	if err != nil {
 		return err
 	}
@@ -261,6 +252,12 @@ func ProjectPostgres(ctx context.Context, cfg Config) error {
 
 func runProjectPostgres(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.ValidateStores(true, false); err != nil {
+		return err
+	}
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
@@ -282,6 +279,12 @@ func ProjectClickHouse(ctx context.Context, cfg Config) error {
 
 func runProjectClickHouse(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.ValidateStores(false, true); err != nil {
+		return err
+	}
 	if err := EnsureTopics(ctx, cfg); err != nil {
 		return err
 	}
@@ -305,20 +308,8 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 	projector.Sink
 	pinger
 }) error {
-	names := cfg.Topics()
 	reg := cfg.registry()
-	flush := cfg.ClickHouseFlushInterval
-	if name == "postgres" {
-		flush = cfg.PostgresFlushInterval
-	}
-	c, err := projector.New(projector.Config{
-		Kafka: cfg.Kafka, Group: cfg.GroupPrefix + "-" + name, Topic: names.Events,
-		DeadLetterTopic: names.EventsDeadLetter, Projection: name,
-		MaxBatchRecords: cfg.MaxBatchRecords, FlushInterval: flush,
-		InstanceID: cfg.InstanceID, SessionTimeout: cfg.SessionTimeout, StallTimeout: cfg.StallTimeout,
-		Observer: metrics.NewProjection(reg, name),
-		Logger:   cfg.Logger,
-	}, sink)
+	c, err := projector.New(cfg.projector(name, metrics.NewProjection(reg, name)), sink)
 	if err != nil {
 		return err
 	}
@@ -384,6 +375,9 @@ func serveOps(ctx context.Context, cfg Config, reg *prometheus.Registry, ready f
 // metrics share one registry, served by ingest's /metrics.
 func All(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
+	if err := errors.Join(cfg.Validate(), cfg.ValidateStores(true, true)); err != nil {
+		return err
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = cfg.registry()
 	}

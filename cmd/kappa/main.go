@@ -19,71 +19,12 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/segmentio/encoding/json"
 
-	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/bench"
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/loadtest"
-	"github.com/kappa-cqrs/kappa/projections/clickhouse"
-	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/roles"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
-
-// The defaults point at the local stack started by `make stack`.
-type kafkaFlags struct {
-	Brokers        []string      `env:"KAPPA_KAFKA_BROKERS" default:"127.0.0.1:19092" help:"Kafka seed brokers, comma-separated."`
-	TopicPrefix    string        `env:"KAPPA_TOPIC_PREFIX" default:"kappa" help:"Prefix of the topic names (<prefix>.commands, .events, .events.dlq)."`
-	Partitions     int32         `env:"KAPPA_PARTITIONS" default:"6" help:"Partitions of the commands and events topics when Kappa creates them."`
-	GroupPrefix    string        `env:"KAPPA_GROUP_PREFIX" default:"kappa" help:"Prefix of the consumer groups (<prefix>-processor, -clickhouse, -postgres)."`
-	InstanceID     string        `env:"KAPPA_INSTANCE_ID" help:"Static group member id (KIP-345), unique per instance of a role, e.g. the pod name; a restarted instance then takes its partitions back at once."`
-	SessionTimeout time.Duration `env:"KAPPA_SESSION_TIMEOUT" default:"10s" help:"How long a consumer group waits for a silent member before moving its partitions."`
-	StallTimeout   time.Duration `env:"KAPPA_STALL_TIMEOUT" default:"30s" help:"How long a group member may hold no partition while some have no owner, or let records wait without applying any, before its /readyz says so."`
-}
-
-type postgresFlags struct {
-	PostgresURL    string `name:"postgres-url" env:"KAPPA_POSTGRES_URL" default:"postgres://kappa:kappa@127.0.0.1:55432/kappa?sslmode=disable" help:"Postgres connection URL."`
-	PostgresSchema string `name:"postgres-schema" env:"KAPPA_POSTGRES_SCHEMA" default:"kappa" help:"Postgres schema of the read models."`
-}
-
-type clickhouseFlags struct {
-	ClickHouseAddr     []string `name:"clickhouse-addr" env:"KAPPA_CLICKHOUSE_ADDR" default:"127.0.0.1:19000" help:"ClickHouse native-protocol addresses."`
-	ClickHouseDatabase string   `name:"clickhouse-database" env:"KAPPA_CLICKHOUSE_DATABASE" default:"kappa" help:"ClickHouse database of the projection."`
-	ClickHouseUser     string   `name:"clickhouse-user" env:"KAPPA_CLICKHOUSE_USER" default:"default" help:"ClickHouse user."`
-	ClickHousePassword string   `name:"clickhouse-password" env:"KAPPA_CLICKHOUSE_PASSWORD" default:"" help:"ClickHouse password."`
-}
-
-type httpFlags struct {
-	HTTPAddr          string        `name:"http-addr" env:"KAPPA_HTTP_ADDR" default:":8080" help:"Listen address of the HTTP API."`
-	MaxBodyBytes      int64         `env:"KAPPA_MAX_BODY_BYTES" default:"1048576" help:"Largest body of POST /v1/commands."`
-	MaxBatchBodyBytes int64         `env:"KAPPA_MAX_BATCH_BODY_BYTES" default:"33554432" help:"Largest body of POST /v1/commands:batch."`
-	MaxBatchCommands  int           `env:"KAPPA_MAX_BATCH_COMMANDS" default:"10000" help:"Most commands in one batch."`
-	MaxWait           time.Duration `env:"KAPPA_MAX_WAIT" default:"30s" help:"Cap on Prefer: wait=N and on lookup waits."`
-	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"5s" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
-}
-
-type opsFlags struct {
-	OpsAddr string `env:"KAPPA_OPS_ADDR" default:"" help:"Where to serve /healthz, /readyz and /metrics, e.g. :9090; empty serves nothing."`
-}
-
-func (f opsFlags) apply(c *roles.Config) { c.OpsAddr = f.OpsAddr }
-
-type idempotencyFlags struct {
-	IdempotencyWindow time.Duration `env:"KAPPA_IDEMPOTENCY_WINDOW" default:"24h" help:"How long an idempotency key is honoured; ingest and processors must agree."`
-}
-
-func (f idempotencyFlags) apply(c *roles.Config) { c.IdempotencyWindow = f.IdempotencyWindow }
-
-type processorFlags struct {
-	TransactionInterval time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"100ms" help:"Least time between the starts of a processor's transactions; under load fewer, larger transactions cost the broker less, at up to this much added latency to events."`
-}
-
-func (f processorFlags) apply(c *roles.Config) { c.TransactionInterval = f.TransactionInterval }
-
-type batchFlags struct {
-	ClickHouseFlushInterval time.Duration `env:"KAPPA_CLICKHOUSE_FLUSH_INTERVAL" default:"200ms" help:"Shortest time the ClickHouse projection collects a batch (ClickHouse wants few, large inserts)."`
-	PostgresFlushInterval   time.Duration `env:"KAPPA_POSTGRES_FLUSH_INTERVAL" default:"50ms" help:"Shortest time the Postgres projection collects a batch."`
-	MaxBatchRecords         int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"10000" help:"Most events in one projection batch."`
-}
 
 type logFlags struct {
 	LogLevel  slog.Level `env:"KAPPA_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn, error."`
@@ -359,28 +300,6 @@ type devCmd struct {
 	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
 }
 
-func (k kafkaFlags) apply(c *roles.Config) {
-	c.Kafka.Brokers, c.TopicPrefix, c.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
-	c.InstanceID, c.SessionTimeout, c.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
-}
-
-func (p postgresFlags) apply(c *roles.Config) {
-	c.Postgres = postgres.Config{URL: p.PostgresURL, Schema: p.PostgresSchema}
-}
-
-func (f clickhouseFlags) apply(c *roles.Config) {
-	c.ClickHouse = clickhouse.Config{Addr: f.ClickHouseAddr, Database: f.ClickHouseDatabase, Username: f.ClickHouseUser, Password: f.ClickHousePassword}
-}
-
-func (h httpFlags) apply(c *roles.Config) {
-	c.HTTPAddr = h.HTTPAddr
-	c.API = api.Config{MaxBodyBytes: h.MaxBodyBytes, MaxBatchBodyBytes: h.MaxBatchBodyBytes, MaxBatchCommands: h.MaxBatchCommands, MaxWait: h.MaxWait, LookupWait: h.LookupWait}
-}
-
-func (b batchFlags) apply(c *roles.Config) {
-	c.ClickHouseFlushInterval, c.PostgresFlushInterval, c.MaxBatchRecords = b.ClickHouseFlushInterval, b.PostgresFlushInterval, b.MaxBatchRecords
-}
-
 func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.kafkaFlags.apply(&cfg)
 	c.postgresFlags.apply(&cfg)
@@ -431,6 +350,7 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 func main() {
 	var flags cli
 	kctx := kong.Parse(&flags,
+		componentDefaults(),
 		kong.Name("kappa"),
 		kong.Description("CQRS with event sourcing on Kafka, projected into ClickHouse and Postgres."),
 		kong.UsageOnError(),

@@ -395,3 +395,10 @@ func outcomeCommandID(r *kgo.Record) (id string, ok bool) {
 	}
 	return id, isOutcome && id != ""
 }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}

@@ -235,3 +235,10 @@ func requestHash(c Command) []byte {
 	}
 	return h.Sum(nil)
 }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c IntakeConfig) WithDefaults() IntakeConfig {
+	c.setDefaults()
+	return c
+}

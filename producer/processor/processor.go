@@ -71,9 +71,14 @@ type Config struct {
 	// transactions. Each transaction costs the broker a dozen requests and
 	// a marker per partition whatever its size, so under load fewer,
 	// larger ones are cheaper; the price is up to this much added latency
-	// from acknowledgement to event. Zero starts one as soon as commands
-	// are in hand.
+	// from acknowledgement to event. Default 100ms; a negative value
+	// starts one as soon as commands are in hand.
 	MinTransactionInterval time.Duration
+	// TransactionTimeout is how long the broker lets a transaction stay
+	// open before it aborts it, and so how long the processor waits for
+	// one to end: an abandoned transaction blocks the rebuild of its
+	// partitions until it times out, so it is kept short. Default 10s.
+	TransactionTimeout time.Duration
 	// InstanceID, if set, makes this member static (KIP-345), so that a
 	// restarted instance takes its partitions back at once. Default none.
 	InstanceID string
@@ -86,9 +91,6 @@ type Config struct {
 	IdempotencyWindow time.Duration
 	// Observer receives metrics events. Default none.
 	Observer Observer
-	// ShutdownTimeout bounds finishing the transaction in hand when Run's
-	// context ends. Default 30s.
-	ShutdownTimeout time.Duration
 	// StallTimeout is how long the processor may hold no partition while
 	// some have no owner, or hold partitions whose commands wait while it
 	// decides none, before Ready says it is not ready. Default 30s.
@@ -122,8 +124,11 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyWindow == 0 {
 		c.IdempotencyWindow = 24 * time.Hour
 	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
+	if c.MinTransactionInterval == 0 {
+		c.MinTransactionInterval = 100 * time.Millisecond
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 10 * time.Second
 	}
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second
@@ -138,15 +143,27 @@ func (c *Config) setDefaults() {
 
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
-	var errs []error
-	errs = append(errs, c.Kafka.Validate())
+	errs := []error{c.Kafka.Validate()}
 	if c.Topics.Commands == "" || c.Topics.Events == "" {
 		errs = append(errs, errors.New("processor: Topics needs commands and events"))
 	}
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
 	}
+	if c.SessionTimeout < 0 || c.TransactionTimeout < 0 || c.IdempotencyWindow < 0 || c.StallTimeout < 0 {
+		errs = append(errs, errors.New("processor: SessionTimeout, TransactionTimeout, IdempotencyWindow and StallTimeout must not be negative"))
+	}
+	if c.TransactionTimeout > 0 && c.MinTransactionInterval >= c.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("processor: MinTransactionInterval %s must be shorter than TransactionTimeout %s", c.MinTransactionInterval, c.TransactionTimeout))
+	}
 	return errors.Join(errs...)
+}
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as New uses it.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
 }
 
 // Processor decides commands on the partitions this instance owns.
@@ -247,9 +264,7 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 	opts := []kgo.Opt{
 		kgo.TransactionalID(p.cfg.TransactionalID),
-		// An abandoned transaction blocks the rebuild of its partitions
-		// until it times out, so keep it short.
-		kgo.TransactionTimeout(10 * time.Second),
+		kgo.TransactionTimeout(p.cfg.TransactionTimeout),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(p.cfg.Topics.Commands),
@@ -308,9 +323,10 @@ func (p *Processor) session(ctx context.Context) error {
 			continue
 		}
 		// Commands in hand are decided and committed even if ctx ends
-		// meanwhile, so that SIGTERM leaves nothing for a restart to redo.
+		// meanwhile, so that SIGTERM leaves nothing for a restart to redo;
+		// past its timeout the broker aborts a transaction anyway.
 		lastBegin = time.Now()
-		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.ShutdownTimeout)
+		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 		err := p.transact(txCtx, sess, records)
 		cancel()
 		if err != nil {

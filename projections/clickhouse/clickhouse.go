@@ -277,3 +277,15 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DefaultFlushInterval is how long the projector collects a batch for
+// ClickHouse unless told otherwise (projector.Pacer): every insert makes
+// parts to merge, so it wants few, large ones.
+func (*Store) DefaultFlushInterval() time.Duration { return 200 * time.Millisecond }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}

@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"regexp"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -128,7 +130,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	locker, err := lock.NewPostgresSessionLocker()
+	// One lock per schema: goose's default id is one for the whole
+	// database, and a migration that finds it taken waits seconds before
+	// it tries again, even for another schema.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(schemaLockID(s.cfg.Schema)))
 	if err != nil {
 		return err
 	}
@@ -147,4 +152,23 @@ func (s *Store) Migrate(ctx context.Context) error {
 		s.log.Info("applied migration", "store", "postgres", "migration", r.Source.Path, "took", r.Duration)
 	}
 	return nil
+}
+
+// DefaultFlushInterval is how long the projector collects a batch for
+// Postgres unless told otherwise (projector.Pacer): its set-based writes
+// are cheap, so freshness wins.
+func (*Store) DefaultFlushInterval() time.Duration { return 50 * time.Millisecond }
+
+// WithDefaults returns the configuration with every zero value replaced by
+// its default, as the constructor uses it.
+func (c Config) WithDefaults() Config {
+	c.setDefaults()
+	return c
+}
+
+// schemaLockID is the advisory lock of a schema's migrations.
+func schemaLockID(schema string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("kappa migrations " + schema))
+	return int64(h.Sum64() >> 1)
 }

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/kafka"
+	"github.com/kappa-cqrs/kappa/producer/ingest"
+	"github.com/kappa-cqrs/kappa/producer/processor"
+	"github.com/kappa-cqrs/kappa/projections/clickhouse"
+	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/projector"
+	"github.com/kappa-cqrs/kappa/roles"
+)
+
+// componentDefaults are the components' own defaults, from their
+// setDefaults, for the flags' ${...} defaults: the command line shows and
+// uses exactly what a zero value in the code would. Only the addresses of
+// the local stack (`make stack`) are the command line's own defaults.
+func componentDefaults() kong.Vars {
+	proc := processor.Config{}.WithDefaults()
+	chProjector := projector.Config{}.WithDefaults((*clickhouse.Store)(nil))
+	pgProjector := projector.Config{}.WithDefaults((*postgres.Store)(nil))
+	a := api.Config{}.WithDefaults()
+	in := ingest.IntakeConfig{}.WithDefaults()
+	topics := kafka.TopicConfig{}.WithDefaults()
+	r := roles.Config{}.WithDefaults()
+	pg := postgres.Config{}.WithDefaults()
+	ch := clickhouse.Config{}.WithDefaults()
+	return kong.Vars{
+		"topic_prefix":              r.TopicPrefix,
+		"group_prefix":              r.GroupPrefix,
+		"http_addr":                 r.HTTPAddr,
+		"partitions":                strconv.Itoa(int(topics.Partitions)),
+		"session_timeout":           duration(proc.SessionTimeout),
+		"stall_timeout":             duration(proc.StallTimeout),
+		"idempotency_window":        duration(in.IdempotencyWindow),
+		"transaction_interval":      duration(proc.MinTransactionInterval),
+		"clickhouse_flush_interval": duration(chProjector.FlushInterval),
+		"postgres_flush_interval":   duration(pgProjector.FlushInterval),
+		"max_batch_records":         strconv.Itoa(chProjector.MaxBatchRecords),
+		"max_body_bytes":            strconv.FormatInt(a.MaxBodyBytes, 10),
+		"max_batch_body_bytes":      strconv.FormatInt(a.MaxBatchBodyBytes, 10),
+		"max_batch_commands":        strconv.Itoa(a.MaxBatchCommands),
+		"max_wait":                  duration(a.MaxWait),
+		"lookup_wait":               duration(a.LookupWait),
+		"postgres_schema":           pg.Schema,
+		"clickhouse_database":       ch.Database,
+		"clickhouse_user":           ch.Username,
+	}
+}
+
+// duration writes 24h as 24h, not 24h0m0s.
+func duration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// The local stack's addresses are the command line's own defaults.
+type kafkaFlags struct {
+	Brokers        []string      `env:"KAPPA_KAFKA_BROKERS" default:"127.0.0.1:19092" help:"Kafka seed brokers, comma-separated."`
+	TopicPrefix    string        `env:"KAPPA_TOPIC_PREFIX" default:"${topic_prefix}" help:"Prefix of the topic names (<prefix>.commands, .events, .events.dlq)."`
+	Partitions     int32         `env:"KAPPA_PARTITIONS" default:"${partitions}" help:"Partitions of the commands and events topics when Kappa creates them."`
+	GroupPrefix    string        `env:"KAPPA_GROUP_PREFIX" default:"${group_prefix}" help:"Prefix of the consumer groups (<prefix>-processor, -clickhouse, -postgres)."`
+	InstanceID     string        `env:"KAPPA_INSTANCE_ID" help:"Static group member id (KIP-345), unique per instance of a role, e.g. the pod name; a restarted instance then takes its partitions back at once."`
+	SessionTimeout time.Duration `env:"KAPPA_SESSION_TIMEOUT" default:"${session_timeout}" help:"How long a consumer group waits for a silent member before moving its partitions."`
+	StallTimeout   time.Duration `env:"KAPPA_STALL_TIMEOUT" default:"${stall_timeout}" help:"How long a group member may hold no partition while some have no owner, or let records wait without applying any, before its /readyz says so."`
+}
+
+func (k kafkaFlags) apply(c *roles.Config) {
+	c.Kafka.Brokers, c.TopicPrefix, c.CreateTopics.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
+	c.Processor.InstanceID, c.Processor.SessionTimeout, c.Processor.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
+	for _, p := range []*projector.Config{&c.ClickHouseProjector, &c.PostgresProjector} {
+		p.InstanceID, p.SessionTimeout, p.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
+	}
+}
+
+type postgresFlags struct {
+	PostgresURL    string `name:"postgres-url" env:"KAPPA_POSTGRES_URL" default:"postgres://kappa:kappa@127.0.0.1:55432/kappa?sslmode=disable" help:"Postgres connection URL."`
+	PostgresSchema string `name:"postgres-schema" env:"KAPPA_POSTGRES_SCHEMA" default:"${postgres_schema}" help:"Postgres schema of the read models."`
+}
+
+func (p postgresFlags) apply(c *roles.Config) {
+	c.Postgres.URL, c.Postgres.Schema = p.PostgresURL, p.PostgresSchema
+}
+
+type clickhouseFlags struct {
+	ClickHouseAddr     []string `name:"clickhouse-addr" env:"KAPPA_CLICKHOUSE_ADDR" default:"127.0.0.1:19000" help:"ClickHouse native-protocol addresses."`
+	ClickHouseDatabase string   `name:"clickhouse-database" env:"KAPPA_CLICKHOUSE_DATABASE" default:"${clickhouse_database}" help:"ClickHouse database of the projection."`
+	ClickHouseUser     string   `name:"clickhouse-user" env:"KAPPA_CLICKHOUSE_USER" default:"${clickhouse_user}" help:"ClickHouse user."`
+	ClickHousePassword string   `name:"clickhouse-password" env:"KAPPA_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+}
+
+func (f clickhouseFlags) apply(c *roles.Config) {
+	c.ClickHouse.Addr, c.ClickHouse.Database = f.ClickHouseAddr, f.ClickHouseDatabase
+	c.ClickHouse.Username, c.ClickHouse.Password = f.ClickHouseUser, f.ClickHousePassword
+}
+
+type httpFlags struct {
+	HTTPAddr          string        `name:"http-addr" env:"KAPPA_HTTP_ADDR" default:"${http_addr}" help:"Listen address of the HTTP API."`
+	MaxBodyBytes      int64         `env:"KAPPA_MAX_BODY_BYTES" default:"${max_body_bytes}" help:"Largest body of POST /v1/commands."`
+	MaxBatchBodyBytes int64         `env:"KAPPA_MAX_BATCH_BODY_BYTES" default:"${max_batch_body_bytes}" help:"Largest body of POST /v1/commands:batch."`
+	MaxBatchCommands  int           `env:"KAPPA_MAX_BATCH_COMMANDS" default:"${max_batch_commands}" help:"Most commands in one batch."`
+	MaxWait           time.Duration `env:"KAPPA_MAX_WAIT" default:"${max_wait}" help:"Cap on Prefer: wait=N and on lookup waits."`
+	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"${lookup_wait}" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
+}
+
+func (h httpFlags) apply(c *roles.Config) {
+	c.HTTPAddr = h.HTTPAddr
+	c.API.MaxBodyBytes, c.API.MaxBatchBodyBytes, c.API.MaxBatchCommands = h.MaxBodyBytes, h.MaxBatchBodyBytes, h.MaxBatchCommands
+	c.API.MaxWait, c.API.LookupWait = h.MaxWait, h.LookupWait
+}
+
+type opsFlags struct {
+	OpsAddr string `env:"KAPPA_OPS_ADDR" help:"Where to serve /healthz, /readyz and /metrics, e.g. :9090; empty serves nothing."`
+}
+
+func (f opsFlags) apply(c *roles.Config) { c.OpsAddr = f.OpsAddr }
+
+type idempotencyFlags struct {
+	IdempotencyWindow time.Duration `env:"KAPPA_IDEMPOTENCY_WINDOW" default:"${idempotency_window}" help:"How long an idempotency key is honoured; ingest and processors must agree."`
+}
+
+func (f idempotencyFlags) apply(c *roles.Config) {
+	c.Intake.IdempotencyWindow, c.Processor.IdempotencyWindow = f.IdempotencyWindow, f.IdempotencyWindow
+}
+
+type processorFlags struct {
+	TransactionInterval time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"${transaction_interval}" help:"Least time between the starts of a processor's transactions; under load fewer, larger transactions cost the broker less, at up to this much added latency to events. Negative: start one as soon as commands are in hand."`
+}
+
+func (f processorFlags) apply(c *roles.Config) {
+	c.Processor.MinTransactionInterval = f.TransactionInterval
+}
+
+type batchFlags struct {
+	ClickHouseFlushInterval time.Duration `env:"KAPPA_CLICKHOUSE_FLUSH_INTERVAL" default:"${clickhouse_flush_interval}" help:"Shortest time the ClickHouse projection collects a batch (ClickHouse wants few, large inserts)."`
+	PostgresFlushInterval   time.Duration `env:"KAPPA_POSTGRES_FLUSH_INTERVAL" default:"${postgres_flush_interval}" help:"Shortest time the Postgres projection collects a batch."`
+	MaxBatchRecords         int           `env:"KAPPA_MAX_BATCH_RECORDS" default:"${max_batch_records}" help:"Most events in one projection batch."`
+}
+
+func (b batchFlags) apply(c *roles.Config) {
+	c.ClickHouseProjector.FlushInterval, c.PostgresProjector.FlushInterval = b.ClickHouseFlushInterval, b.PostgresFlushInterval
+	c.ClickHouseProjector.MaxBatchRecords, c.PostgresProjector.MaxBatchRecords = b.MaxBatchRecords, b.MaxBatchRecords
+}
