@@ -1,5 +1,8 @@
 package bench
 
+// This file holds every bench case side by side, so that a case and its
+// baseline read together; it is longer than the usual 400 lines for that.
+
 import (
 	"bytes"
 	"context"

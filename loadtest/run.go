@@ -1,5 +1,8 @@
 package loadtest
 
+// This file is one load-test run from schedule to report; its steps share
+// the run's state, and it is longer than the usual 400 lines for that.
+
 import (
 	"bufio"
 	"bytes"

@@ -6,7 +6,8 @@
 // with a reference, in a form that shows a row written twice.
 //
 // A sink's tests call Run with a function that makes a Harness for an
-// empty store. MemorySink passes the suite without a server and stands in
+// empty store. The suite is one file, longer than the usual 400 lines, so
+// that every property a sink must have reads in one place. MemorySink passes the suite without a server and stands in
 // for a real sink in unit tests.
 package projectiontest
 

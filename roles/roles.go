@@ -11,12 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
@@ -324,104 +321,6 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 		})
 	})
 	return g.Wait()
-}
-
-func (c Config) registry() *prometheus.Registry {
-	if c.Registry != nil {
-		return c.Registry
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return reg
-}
-
-// serveOps serves /healthz, /readyz and /metrics on OpsAddr until ctx
-// ends; with no OpsAddr it returns at once.
-func serveOps(ctx context.Context, cfg Config, reg *prometheus.Registry, ready func(context.Context) error) error {
-	if cfg.OpsAddr == "" {
-		return nil
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metrics.Handler(reg))
-	// Profiles for `go tool pprof`; the ops address is for operators, not
-	// the public API.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready(rctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	srv := &http.Server{Addr: cfg.OpsAddr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve ops on %s: %w", cfg.OpsAddr, err)
-	}
-	return nil
-}
-
-// All runs every role in one process until ctx ends or one fails. Their
-// metrics share one registry, served by ingest's /metrics.
-func All(ctx context.Context, cfg Config) error {
-	cfg.setDefaults()
-	if err := errors.Join(cfg.Validate(), cfg.ValidateStores(true, true)); err != nil {
-		return err
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = cfg.registry()
-	}
-	cfg.OpsAddr = "" // one process, one port: ingest's
-
-	if err := Migrate(ctx, cfg, true, true); err != nil {
-		return err
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	for name, run := range map[string]func(context.Context, Config) error{
-		"ingest": Ingest, "process": Process, "project postgres": ProjectPostgres, "project clickhouse": ProjectClickHouse,
-	} {
-		g.Go(func() error {
-			if err := run(gctx, cfg); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-// Dev runs every role in one process against an in-process Kafka broker
-// (franz-go's kfake) that persists its log under dataDir, listening on
-// brokerAddr so that other tools can reach it.
-func Dev(ctx context.Context, cfg Config, dataDir string, brokerPort int) error {
-	cfg.setDefaults()
-	// Every produced batch is written to the log before it is acknowledged,
-	// so a crash of this process loses nothing acknowledged; like Kafka's
-	// default (log.flush.interval.messages unset), the broker leaves fsync
-	// to the OS instead of syncing each batch, which cost dev mode most of
-	// its acknowledgement latency.
-	broker, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.Ports(brokerPort),
-		kfake.DataDir(dataDir),
-	)
-	if err != nil {
-		return fmt.Errorf("start embedded kafka in %s: %w", dataDir, err)
-	}
-	defer broker.Close()
-	cfg.Kafka.Brokers = broker.ListenAddrs()
-	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Kafka.Brokers, "data_dir", dataDir)
-	return All(ctx, cfg)
 }
 
 // quietOnCancel turns an error caused by shutdown, at any point of a role's

@@ -1,0 +1,63 @@
+package roles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"golang.org/x/sync/errgroup"
+)
+
+// All runs every role in one process until ctx ends or one fails. Their
+// metrics share one registry, served by ingest's /metrics.
+func All(ctx context.Context, cfg Config) error {
+	cfg.setDefaults()
+	if err := errors.Join(cfg.Validate(), cfg.ValidateStores(true, true)); err != nil {
+		return err
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = cfg.registry()
+	}
+	cfg.OpsAddr = "" // one process, one port: ingest's
+
+	if err := Migrate(ctx, cfg, true, true); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for name, run := range map[string]func(context.Context, Config) error{
+		"ingest": Ingest, "process": Process, "project postgres": ProjectPostgres, "project clickhouse": ProjectClickHouse,
+	} {
+		g.Go(func() error {
+			if err := run(gctx, cfg); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// Dev runs every role in one process against an in-process Kafka broker
+// (franz-go's kfake) that persists its log under dataDir, listening on
+// brokerAddr so that other tools can reach it.
+func Dev(ctx context.Context, cfg Config, dataDir string, brokerPort int) error {
+	cfg.setDefaults()
+	// Every produced batch is written to the log before it is acknowledged,
+	// so a crash of this process loses nothing acknowledged; like Kafka's
+	// default (log.flush.interval.messages unset), the broker leaves fsync
+	// to the OS instead of syncing each batch, which cost dev mode most of
+	// its acknowledgement latency.
+	broker, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(brokerPort),
+		kfake.DataDir(dataDir),
+	)
+	if err != nil {
+		return fmt.Errorf("start embedded kafka in %s: %w", dataDir, err)
+	}
+	defer broker.Close()
+	cfg.Kafka.Brokers = broker.ListenAddrs()
+	cfg.Logger.Info("embedded kafka started", "addrs", cfg.Kafka.Brokers, "data_dir", dataDir)
+	return All(ctx, cfg)
+}
