@@ -54,7 +54,7 @@ func RunCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
 // startProfiles profiles the CPU of a case and, when stopped, writes the
 // heap profile next to it.
 func startProfiles(dir, name string) (stop func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, err
 	}
 	cpu, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))

@@ -45,6 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 ./kappa migrate >"$LOGS/migrate.log" 2>&1
+export KAPPA_PPROF=true # profiles on every role's ops address, for go tool pprof under load
 KAPPA_OPS_ADDR=$OPS_PROC ./kappa process >"$LOGS/process.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_CH ./kappa project clickhouse >"$LOGS/clickhouse.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_PG ./kappa project postgres >"$LOGS/postgres.log" 2>&1 & pids+=($!)
@@ -54,4 +55,4 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 echo "[loadtest] deployment $RUN ready; logs in $LOGS" >&2
-./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" --metrics-url "http://$OPS_PROC/metrics" "$@"
+./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" --metrics-url "http://$OPS_PROC/metrics" --ingest-metrics-url "http://$OPS_INGEST/metrics" "$@"

@@ -64,7 +64,7 @@ func serverOf(pid, stat string) string {
 	case name == "postgres":
 		return Postgres
 	case name == "java":
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline"))
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", pid, "cmdline")) //nolint:gosec // G304: pid comes from listing /proc
 		if strings.Contains(string(cmdline), "kafka.Kafka") {
 			return Kafka
 		}

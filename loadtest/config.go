@@ -90,9 +90,13 @@ type Config struct {
 	// Target is the base URL of Kappa's HTTP API. Default http://127.0.0.1:8080.
 	Target string `json:"target"`
 	// MetricsURLs are scraped for the projections' progress
-	// (kappa_projection_commands_through). Default Target + "/metrics",
-	// which under `kappa dev` carries every role's metrics.
+	// (kappa_projection_commands_through). Default
+	// http://127.0.0.1:9090/metrics, the ops address of `kappa dev`, which
+	// carries every role's metrics.
 	MetricsURLs []string `json:"metrics_urls"`
+	// IngestMetricsURL is ingest's metrics, on its ops address: its
+	// request latency and its process. Default the first of MetricsURLs.
+	IngestMetricsURL string `json:"ingest_metrics_url"`
 	// Steps of the arrival rate. Default one step of 1000/s for 30s.
 	Steps []Step `json:"steps"`
 	// Connections bounds concurrent requests. Default 32.
@@ -137,7 +141,10 @@ func (c *Config) setDefaults() {
 	}
 	c.Target = strings.TrimRight(c.Target, "/")
 	if len(c.MetricsURLs) == 0 {
-		c.MetricsURLs = []string{c.Target + "/metrics"}
+		c.MetricsURLs = []string{"http://127.0.0.1:9090/metrics"}
+	}
+	if c.IngestMetricsURL == "" {
+		c.IngestMetricsURL = c.MetricsURLs[0]
 	}
 	if len(c.Steps) == 0 {
 		c.Steps = []Step{{Rate: 1000, Duration: 30 * time.Second}}

@@ -161,17 +161,17 @@ func (res *Result) Summary() string {
 }
 
 func writeResults(dir string, res *Result) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "result.json"), data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "result.json"), data, 0o600); err != nil {
 		return err
 	}
-	f, err := os.Create(filepath.Join(dir, "report.html"))
+	f, err := os.Create(filepath.Join(dir, "report.html")) //nolint:gosec // G304: the directory the operator named with --out
 	if err != nil {
 		return err
 	}

@@ -147,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	progressCtx, stopProgress := context.WithCancel(ctx)
 	go rec.progress(progressCtx, cfg)
 
-	ingestMetrics := cfg.Target + "/metrics"
+	ingestMetrics := cfg.IngestMetricsURL
 	processes := cfg.MetricsURLs
 	if !slices.Contains(processes, ingestMetrics) {
 		processes = append(slices.Clip(processes), ingestMetrics)
@@ -328,7 +328,7 @@ func (r *recorder) fail(j job, msg string) {
 func (r *recorder) scrape(ctx context.Context, client *http.Client, cfg Config) {
 	t := time.NewTicker(cfg.ScrapeInterval)
 	defer t.Stop()
-	ingestMetrics := cfg.Target + "/metrics"
+	ingestMetrics := cfg.IngestMetricsURL
 	var lastSlowScrape time.Time
 	for {
 		select {

@@ -9,8 +9,8 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// All runs every role in one process until ctx ends or one fails. Their
-// metrics share one registry, served by ingest's /metrics.
+// All runs every role in one process until ctx ends or one fails. They
+// share one registry and one ops address, whose /readyz asks every role.
 func All(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
 	if err := errors.Join(cfg.Validate(), cfg.ValidateStores(true, true)); err != nil {
@@ -19,12 +19,13 @@ func All(ctx context.Context, cfg Config) error {
 	if cfg.Registry == nil {
 		cfg.Registry = cfg.registry()
 	}
-	cfg.OpsAddr = "" // one process, one port: ingest's
-
 	if err := Migrate(ctx, cfg, true, true); err != nil {
 		return err
 	}
+	shared := &readiness{checks: map[string]func(context.Context) error{}}
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveOps(gctx, cfg, "all", cfg.Registry, shared.ready) })
+	cfg.shared = shared
 	for name, run := range map[string]func(context.Context, Config) error{
 		"ingest": Ingest, "process": Process, "project postgres": ProjectPostgres, "project clickhouse": ProjectClickHouse,
 	} {

@@ -55,10 +55,12 @@ type Config struct {
 
 	// HTTPAddr is where ingest listens. Default ":8080".
 	HTTPAddr string
-	// OpsAddr is where a role serves /healthz, /readyz, /metrics and
-	// /debug/pprof; empty serves nothing. Ingest also serves /metrics on
-	// HTTPAddr.
+	// OpsAddr is where a role serves /healthz, /readyz and /metrics for
+	// operators; empty serves nothing. An address without a host binds to
+	// loopback (":9090" is 127.0.0.1:9090).
 	OpsAddr string
+	// Pprof serves /debug/pprof on OpsAddr. Default off.
+	Pprof bool
 	// Registry receives every role's metrics. Default: a new registry per
 	// role, served by that role.
 	Registry *prometheus.Registry
@@ -66,6 +68,10 @@ type Config struct {
 	// OnListen, if set, receives ingest's listening address (tests use
 	// port 0).
 	OnListen func(net.Addr)
+
+	// shared, set by All, takes the roles' readiness checks for the one
+	// ops address of the process.
+	shared *readiness
 }
 
 func (c *Config) setDefaults() {
@@ -185,9 +191,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 		return err
 	}
 	reg := cfg.registry()
-	handler := http.NewServeMux()
-	handler.Handle("/metrics", metrics.Handler(reg))
-	handler.Handle("/", metrics.HTTP(reg, apiHandler))
+	handler := metrics.HTTP(reg, apiHandler)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
@@ -199,7 +203,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pub.RunOutcomes(gctx) })
-	g.Go(func() error { return serveOps(gctx, cfg, reg, pub.Ready) })
+	g.Go(func() error { return serveOps(gctx, cfg, "ingest", reg, intake.Ready) })
 	g.Go(func() error {
 		return purgeIdempotencyKeys(gctx, reads, cfg.Intake.WithDefaults().IdempotencyWindow, cfg.Logger)
 	})
@@ -238,7 +242,9 @@ func runProcess(ctx context.Context, cfg Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
-	g.Go(func() error { return serveOps(gctx, cfg, reg, func(context.Context) error { return p.Ready() }) })
+	g.Go(func() error {
+		return serveOps(gctx, cfg, "processor", reg, func(context.Context) error { return p.Ready() })
+	})
 	return g.Wait()
 }
 
@@ -313,7 +319,7 @@ func project(ctx context.Context, cfg Config, name string, sink interface {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.Run(gctx) })
 	g.Go(func() error {
-		return serveOps(gctx, cfg, reg, func(ctx context.Context) error {
+		return serveOps(gctx, cfg, "projection "+name, reg, func(ctx context.Context) error {
 			if err := c.Ready(); err != nil {
 				return err
 			}

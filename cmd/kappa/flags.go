@@ -122,10 +122,19 @@ func (h httpFlags) apply(c *roles.Config) {
 }
 
 type opsFlags struct {
-	OpsAddr string `env:"KAPPA_OPS_ADDR" help:"Where to serve /healthz, /readyz and /metrics, e.g. :9090; empty serves nothing."`
+	OpsAddr string `env:"KAPPA_OPS_ADDR" help:"Where to serve /healthz, /readyz and /metrics for operators, e.g. :9090 (a port alone binds to loopback; 0.0.0.0:9090 for every interface); empty serves nothing."`
+	Pprof   bool   `env:"KAPPA_PPROF" help:"Also serve /debug/pprof on the ops address, for go tool pprof."`
 }
 
-func (f opsFlags) apply(c *roles.Config) { c.OpsAddr = f.OpsAddr }
+func (f opsFlags) apply(c *roles.Config) { c.OpsAddr, c.Pprof = f.OpsAddr, f.Pprof }
+
+// devOpsFlags are the ops flags of kappa dev, which serves them by default.
+type devOpsFlags struct {
+	OpsAddr string `env:"KAPPA_OPS_ADDR" default:"127.0.0.1:9090" help:"Where to serve /healthz, /readyz and /metrics of every role for operators (a port alone binds to loopback); empty serves nothing."`
+	Pprof   bool   `env:"KAPPA_PPROF" help:"Also serve /debug/pprof on the ops address, for go tool pprof."`
+}
+
+func (f devOpsFlags) apply(c *roles.Config) { c.OpsAddr, c.Pprof = f.OpsAddr, f.Pprof }
 
 type idempotencyFlags struct {
 	IdempotencyWindow time.Duration `env:"KAPPA_IDEMPOTENCY_WINDOW" default:"${idempotency_window}" help:"How long an idempotency key is honoured; ingest and processors must agree."`

@@ -69,7 +69,8 @@ func (c *benchCmd) Run(ctx context.Context, _ roles.Config) error {
 	md := bench.Markdown(cfg, results, "make bench")
 	fmt.Print(md)
 	if c.Doc != "" {
-		return os.WriteFile(c.Doc, []byte(md), 0o644)
+		// A document of the repository, read by everyone who reads it.
+		return os.WriteFile(c.Doc, []byte(md), 0o644) //nolint:gosec // G306: a public document, not a secret
 	}
 	return nil
 }
@@ -99,7 +100,8 @@ type loadtestCmd struct {
 	postgresFlags
 	clickhouseFlags
 	Target         string        `env:"KAPPA_LOADTEST_TARGET" default:"http://127.0.0.1:8080" help:"Base URL of the HTTP API."`
-	MetricsURL     []string      `env:"KAPPA_LOADTEST_METRICS" help:"Metrics endpoints that carry kappa_projection_commands_through (default: <target>/metrics, which kappa dev serves)."`
+	MetricsURL     []string      `env:"KAPPA_LOADTEST_METRICS" help:"Metrics endpoints that carry kappa_projection_commands_through (default: http://127.0.0.1:9090/metrics, the ops address of kappa dev)."`
+	IngestMetrics  string        `name:"ingest-metrics-url" env:"KAPPA_LOADTEST_INGEST_METRICS" help:"Ingest's metrics endpoint, on its ops address (default: the first of --metrics-url)."`
 	Rate           float64       `default:"1000" help:"Commands per second (open loop)."`
 	Duration       time.Duration `default:"30s" help:"How long to send at --rate."`
 	Ramp           string        `help:"Steps of rate:duration instead of --rate/--duration, e.g. 1000:30s,2000:30s,4000:30s."`
@@ -141,7 +143,7 @@ func (c *loadtestCmd) Validate() error {
 
 func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 	cfg := loadtest.Config{
-		Target: c.Target, MetricsURLs: c.MetricsURL, Connections: c.Connections, BatchSize: c.BatchSize,
+		Target: c.Target, MetricsURLs: c.MetricsURL, IngestMetricsURL: c.IngestMetrics, Connections: c.Connections, BatchSize: c.BatchSize,
 		Carts: c.Carts, Articles: c.Articles, Zipf: c.Zipf, Seed: c.Seed, FreshnessEvery: c.FreshnessEvery, OutDir: c.Out,
 		Steps:    []loadtest.Step{{Rate: c.Rate, Duration: c.Duration}},
 		Progress: func(line string) { fmt.Fprintln(os.Stderr, line) },
@@ -289,6 +291,7 @@ type migrateCmd struct {
 }
 
 type devCmd struct {
+	devOpsFlags
 	kafkaFlags
 	postgresFlags
 	clickhouseFlags
@@ -344,6 +347,7 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.batchFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
 	c.processorFlags.apply(&cfg)
+	c.devOpsFlags.apply(&cfg)
 	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort)
 }
 
