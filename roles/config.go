@@ -88,6 +88,12 @@ func (c Config) Validate() error {
 		// while ingest still binds the key, would be decided again.
 		errs = append(errs, fmt.Errorf("the intake's IdempotencyWindow %s must not exceed the processors' %s", in.IdempotencyWindow, proc.IdempotencyWindow))
 	}
+	h := c.HTTP.WithDefaults()
+	errs = append(errs, h.Validate())
+	if a.MaxWait >= h.WriteTimeout {
+		// A request that waits must still have time to answer.
+		errs = append(errs, fmt.Errorf("api: MaxWait %s must be shorter than the HTTP WriteTimeout %s", a.MaxWait, h.WriteTimeout))
+	}
 	if a.MaxBodyBytes > a.MaxBatchBodyBytes {
 		errs = append(errs, fmt.Errorf("api: MaxBodyBytes %d must not exceed MaxBatchBodyBytes %d", a.MaxBodyBytes, a.MaxBatchBodyBytes))
 	}

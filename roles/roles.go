@@ -10,13 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/httpserver"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/metrics"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
@@ -50,6 +50,7 @@ type Config struct {
 	Publisher           ingest.Config
 	Intake              ingest.IntakeConfig
 	API                 api.Config
+	HTTP                httpserver.Config
 	Postgres            postgres.Config
 	ClickHouse          clickhouse.Config
 
@@ -199,26 +200,21 @@ func runIngest(ctx context.Context, cfg Config) error {
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
 	}
-	cfg.Logger.Info("ingest listening", "addr", ln.Addr().String())
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	httpCfg := cfg.HTTP
+	httpCfg.Logger = cfg.Logger
+	srv, err := httpserver.New(httpCfg, handler)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	cfg.Logger.Info("ingest listening", "addr", ln.Addr().String(), "https", httpCfg.TLS(), "client_certificates", httpCfg.ClientCAFile != "")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return pub.RunOutcomes(gctx) })
 	g.Go(func() error { return serveOps(gctx, cfg, "ingest", reg, intake.Ready) })
 	g.Go(func() error {
 		return purgeIdempotencyKeys(gctx, reads, cfg.Intake.WithDefaults().IdempotencyWindow, cfg.Logger)
 	})
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
-		defer cancel()
-		return srv.Shutdown(shutdownCtx)
-	})
+	g.Go(func() error { return srv.Serve(gctx, ln, 10*time.Second) })
 	return g.Wait()
 }
 

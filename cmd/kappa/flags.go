@@ -8,6 +8,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/httpserver"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/producer/processor"
@@ -31,6 +32,7 @@ func componentDefaults() kong.Vars {
 	r := roles.Config{}.WithDefaults()
 	pg := postgres.Config{}.WithDefaults()
 	ch := clickhouse.Config{}.WithDefaults()
+	hs := httpserver.Config{}.WithDefaults()
 	return kong.Vars{
 		"topic_prefix":              r.TopicPrefix,
 		"group_prefix":              r.GroupPrefix,
@@ -51,6 +53,11 @@ func componentDefaults() kong.Vars {
 		"postgres_schema":           pg.Schema,
 		"clickhouse_database":       ch.Database,
 		"clickhouse_user":           ch.Username,
+		"http_read_header_timeout":  duration(hs.ReadHeaderTimeout),
+		"http_read_timeout":         duration(hs.ReadTimeout),
+		"http_write_timeout":        duration(hs.WriteTimeout),
+		"http_idle_timeout":         duration(hs.IdleTimeout),
+		"http_max_header_bytes":     strconv.Itoa(hs.MaxHeaderBytes),
 	}
 }
 
@@ -113,12 +120,23 @@ type httpFlags struct {
 	MaxBatchCommands  int           `env:"KAPPA_MAX_BATCH_COMMANDS" default:"${max_batch_commands}" help:"Most commands in one batch."`
 	MaxWait           time.Duration `env:"KAPPA_MAX_WAIT" default:"${max_wait}" help:"Cap on Prefer: wait=N and on lookup waits."`
 	LookupWait        time.Duration `env:"KAPPA_LOOKUP_WAIT" default:"${lookup_wait}" help:"How long a lookup with ?position= waits when no Prefer: wait is given."`
+	TLSCertFile       string        `name:"tls-cert-file" env:"KAPPA_TLS_CERT_FILE" type:"path" help:"PEM certificate chain of the HTTP API; with --tls-key-file it serves HTTPS, and reads both again when they change."`
+	TLSKeyFile        string        `name:"tls-key-file" env:"KAPPA_TLS_KEY_FILE" type:"path" help:"PEM private key of --tls-cert-file."`
+	TLSClientCAFile   string        `name:"tls-client-ca-file" env:"KAPPA_TLS_CLIENT_CA_FILE" type:"path" help:"PEM CA certificates; with HTTPS, clients must present a certificate one of them signed (mTLS)."`
+	ReadHeaderTimeout time.Duration `name:"http-read-header-timeout" env:"KAPPA_HTTP_READ_HEADER_TIMEOUT" default:"${http_read_header_timeout}" help:"Longest time to read a request's headers."`
+	ReadTimeout       time.Duration `name:"http-read-timeout" env:"KAPPA_HTTP_READ_TIMEOUT" default:"${http_read_timeout}" help:"Longest time to read a whole request, body included."`
+	WriteTimeout      time.Duration `name:"http-write-timeout" env:"KAPPA_HTTP_WRITE_TIMEOUT" default:"${http_write_timeout}" help:"Longest time from a request's headers to the end of its answer, waits included; must exceed --max-wait."`
+	IdleTimeout       time.Duration `name:"http-idle-timeout" env:"KAPPA_HTTP_IDLE_TIMEOUT" default:"${http_idle_timeout}" help:"Keep-alive connections idle this long are closed."`
+	MaxHeaderBytes    int           `name:"http-max-header-bytes" env:"KAPPA_HTTP_MAX_HEADER_BYTES" default:"${http_max_header_bytes}" help:"Largest request headers, in bytes."`
 }
 
 func (h httpFlags) apply(c *roles.Config) {
 	c.HTTPAddr = h.HTTPAddr
 	c.API.MaxBodyBytes, c.API.MaxBatchBodyBytes, c.API.MaxBatchCommands = h.MaxBodyBytes, h.MaxBatchBodyBytes, h.MaxBatchCommands
 	c.API.MaxWait, c.API.LookupWait = h.MaxWait, h.LookupWait
+	c.HTTP.TLSCertFile, c.HTTP.TLSKeyFile, c.HTTP.ClientCAFile = h.TLSCertFile, h.TLSKeyFile, h.TLSClientCAFile
+	c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout, c.HTTP.WriteTimeout, c.HTTP.IdleTimeout = h.ReadHeaderTimeout, h.ReadTimeout, h.WriteTimeout, h.IdleTimeout
+	c.HTTP.MaxHeaderBytes = h.MaxHeaderBytes
 }
 
 type opsFlags struct {
