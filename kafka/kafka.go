@@ -9,6 +9,7 @@ package kafka
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -21,6 +22,10 @@ type Connection struct {
 	// ClientID names Kappa's clients in the broker's logs, metrics and
 	// quotas. Default "kappa".
 	ClientID string
+	// TLS, if set, encrypts every connection to the brokers. Default none.
+	TLS *TLS
+	// SASL, if set, authenticates every client. Default none.
+	SASL *SASL
 	// Opts are further franz-go options for every client, applied after
 	// the options of the client itself: tests, hooks, dialers.
 	Opts []kgo.Opt
@@ -40,37 +45,55 @@ func (c Connection) Validate() error {
 			errs = append(errs, errors.New("kafka: Brokers has an empty address"))
 		}
 	}
+	if c.SASL != nil {
+		errs = append(errs, c.SASL.validate()...)
+	}
+	if c.TLS != nil {
+		if _, err := c.TLS.Config(); err != nil {
+			errs = append(errs, fmt.Errorf("kafka: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // options are the connection's options around a client's own.
-func (c Connection) options(own []kgo.Opt) []kgo.Opt {
+func (c Connection) options(own []kgo.Opt) ([]kgo.Opt, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	security, err := c.security()
+	if err != nil {
+		return nil, err
+	}
 	id := c.ClientID
 	if id == "" {
 		id = DefaultClientID
 	}
-	opts := make([]kgo.Opt, 0, 2+len(own)+len(c.Opts))
+	opts := make([]kgo.Opt, 0, 2+len(security)+len(own)+len(c.Opts))
 	opts = append(opts, kgo.SeedBrokers(c.Brokers...), kgo.ClientID(id))
+	opts = append(opts, security...)
 	opts = append(opts, own...)
-	return append(opts, c.Opts...)
+	return append(opts, c.Opts...), nil
 }
 
 // NewClient returns a franz-go client with the connection's settings and
 // the client's own options. It does not wait for the broker.
 func (c Connection) NewClient(opts ...kgo.Opt) (*kgo.Client, error) {
-	if err := c.Validate(); err != nil {
+	all, err := c.options(opts)
+	if err != nil {
 		return nil, err
 	}
-	return kgo.NewClient(c.options(opts)...)
+	return kgo.NewClient(all...)
 }
 
 // NewGroupTransactSession returns a franz-go transactional group session
 // (KIP-447) with the connection's settings and the session's own options.
 func (c Connection) NewGroupTransactSession(opts ...kgo.Opt) (*kgo.GroupTransactSession, error) {
-	if err := c.Validate(); err != nil {
+	all, err := c.options(opts)
+	if err != nil {
 		return nil, err
 	}
-	return kgo.NewGroupTransactSession(c.options(opts)...)
+	return kgo.NewGroupTransactSession(all...)
 }
 
 // DurableProducer are the options of a producer whose writes must be on

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/projector"
 	"github.com/kappa-cqrs/kappa/roles"
+	"github.com/kappa-cqrs/kappa/secret"
+	"github.com/kappa-cqrs/kappa/tlsconfig"
 )
 
 // componentDefaults are the components' own defaults, from their
@@ -82,35 +85,85 @@ type kafkaFlags struct {
 	InstanceID     string        `env:"KAPPA_INSTANCE_ID" help:"Static group member id (KIP-345), unique per instance of a role, e.g. the pod name; a restarted instance then takes its partitions back at once."`
 	SessionTimeout time.Duration `env:"KAPPA_SESSION_TIMEOUT" default:"${session_timeout}" help:"How long a consumer group waits for a silent member before moving its partitions."`
 	StallTimeout   time.Duration `env:"KAPPA_STALL_TIMEOUT" default:"${stall_timeout}" help:"How long a group member may hold no partition while some have no owner, or let records wait without applying any, before its /readyz says so."`
+
+	KafkaTLS              bool   `name:"kafka-tls" env:"KAPPA_KAFKA_TLS" help:"Connect to Kafka over TLS (implied by the other --kafka-tls-* flags); the brokers' certificates are checked against the system's CAs or --kafka-tls-ca-file."`
+	KafkaTLSCAFile        string `name:"kafka-tls-ca-file" env:"KAPPA_KAFKA_TLS_CA_FILE" type:"path" help:"PEM CA certificates that signed the brokers' certificates."`
+	KafkaTLSCertFile      string `name:"kafka-tls-cert-file" env:"KAPPA_KAFKA_TLS_CERT_FILE" type:"path" help:"PEM client certificate, for brokers that require one (with --kafka-tls-key-file)."`
+	KafkaTLSKeyFile       string `name:"kafka-tls-key-file" env:"KAPPA_KAFKA_TLS_KEY_FILE" type:"path" help:"PEM key of --kafka-tls-cert-file."`
+	KafkaTLSServerName    string `name:"kafka-tls-server-name" env:"KAPPA_KAFKA_TLS_SERVER_NAME" help:"Name to check in the brokers' certificates instead of the host dialed."`
+	KafkaSASLMechanism    string `name:"kafka-sasl-mechanism" env:"KAPPA_KAFKA_SASL_MECHANISM" enum:",PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER" default:"" help:"SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER; empty for none."`
+	KafkaSASLUsername     string `name:"kafka-sasl-username" env:"KAPPA_KAFKA_SASL_USERNAME" help:"SASL user (PLAIN, SCRAM)."`
+	KafkaSASLPassword     string `name:"kafka-sasl-password" env:"KAPPA_KAFKA_SASL_PASSWORD" help:"SASL password (PLAIN, SCRAM); prefer --kafka-sasl-password-file."`
+	KafkaSASLPasswordFile string `name:"kafka-sasl-password-file" env:"KAPPA_KAFKA_SASL_PASSWORD_FILE" type:"path" help:"File holding the SASL password."`
+	KafkaSASLTokenFile    string `name:"kafka-sasl-token-file" env:"KAPPA_KAFKA_SASL_TOKEN_FILE" type:"path" help:"File holding the OAUTHBEARER token; read again at every authentication."`
 }
 
-func (k kafkaFlags) apply(c *roles.Config) {
+func (k kafkaFlags) apply(c *roles.Config) error {
 	c.Kafka.Brokers, c.TopicPrefix, c.CreateTopics.Partitions, c.GroupPrefix = k.Brokers, k.TopicPrefix, k.Partitions, k.GroupPrefix
 	c.Processor.InstanceID, c.Processor.SessionTimeout, c.Processor.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
 	for _, p := range []*projector.Config{&c.ClickHouseProjector, &c.PostgresProjector} {
 		p.InstanceID, p.SessionTimeout, p.StallTimeout = k.InstanceID, k.SessionTimeout, k.StallTimeout
 	}
+	if k.KafkaTLS || k.KafkaTLSCAFile != "" || k.KafkaTLSCertFile != "" || k.KafkaTLSKeyFile != "" || k.KafkaTLSServerName != "" {
+		c.Kafka.TLS = &kafka.TLS{CAFile: k.KafkaTLSCAFile, CertFile: k.KafkaTLSCertFile, KeyFile: k.KafkaTLSKeyFile, ServerName: k.KafkaTLSServerName}
+	}
+	if k.KafkaSASLMechanism == "" {
+		return nil
+	}
+	password, err := secretOf("kafka-sasl-password", k.KafkaSASLPassword, k.KafkaSASLPasswordFile)
+	if err != nil {
+		return err
+	}
+	c.Kafka.SASL = &kafka.SASL{Mechanism: k.KafkaSASLMechanism, Username: k.KafkaSASLUsername, Password: password, TokenFile: k.KafkaSASLTokenFile}
+	return nil
+}
+
+// secretOf is a secret given on the command line (or its environment
+// variable) or, better, in a file; not both.
+func secretOf(flag, value, file string) (secret.Value, error) {
+	switch {
+	case value != "" && file != "":
+		return secret.Value{}, fmt.Errorf("--%s and --%s-file both given; give one", flag, flag)
+	case file != "":
+		return secret.FromFile(file)
+	}
+	return secret.New(value), nil
 }
 
 type postgresFlags struct {
-	PostgresURL    string `name:"postgres-url" env:"KAPPA_POSTGRES_URL" default:"postgres://kappa:kappa@127.0.0.1:55432/kappa?sslmode=disable" help:"Postgres connection URL."`
-	PostgresSchema string `name:"postgres-schema" env:"KAPPA_POSTGRES_SCHEMA" default:"${postgres_schema}" help:"Postgres schema of the read models."`
+	PostgresURL          string `name:"postgres-url" env:"KAPPA_POSTGRES_URL" default:"postgres://kappa:kappa@127.0.0.1:55432/kappa?sslmode=disable" help:"Postgres connection URL."`
+	PostgresSchema       string `name:"postgres-schema" env:"KAPPA_POSTGRES_SCHEMA" default:"${postgres_schema}" help:"Postgres schema of the read models."`
+	PostgresPassword     string `name:"postgres-password" env:"KAPPA_POSTGRES_PASSWORD" help:"Postgres password, replacing the URL's; prefer --postgres-password-file."`
+	PostgresPasswordFile string `name:"postgres-password-file" env:"KAPPA_POSTGRES_PASSWORD_FILE" type:"path" help:"File holding the Postgres password."`
 }
 
-func (p postgresFlags) apply(c *roles.Config) {
-	c.Postgres.URL, c.Postgres.Schema = p.PostgresURL, p.PostgresSchema
+func (p postgresFlags) apply(c *roles.Config) error {
+	password, err := secretOf("postgres-password", p.PostgresPassword, p.PostgresPasswordFile)
+	c.Postgres.URL, c.Postgres.Schema, c.Postgres.Password = p.PostgresURL, p.PostgresSchema, password
+	return err
 }
 
 type clickhouseFlags struct {
-	ClickHouseAddr     []string `name:"clickhouse-addr" env:"KAPPA_CLICKHOUSE_ADDR" default:"127.0.0.1:19000" help:"ClickHouse native-protocol addresses."`
-	ClickHouseDatabase string   `name:"clickhouse-database" env:"KAPPA_CLICKHOUSE_DATABASE" default:"${clickhouse_database}" help:"ClickHouse database of the projection."`
-	ClickHouseUser     string   `name:"clickhouse-user" env:"KAPPA_CLICKHOUSE_USER" default:"${clickhouse_user}" help:"ClickHouse user."`
-	ClickHousePassword string   `name:"clickhouse-password" env:"KAPPA_CLICKHOUSE_PASSWORD" help:"ClickHouse password."`
+	ClickHouseAddr          []string `name:"clickhouse-addr" env:"KAPPA_CLICKHOUSE_ADDR" default:"127.0.0.1:19000" help:"ClickHouse native-protocol addresses."`
+	ClickHouseDatabase      string   `name:"clickhouse-database" env:"KAPPA_CLICKHOUSE_DATABASE" default:"${clickhouse_database}" help:"ClickHouse database of the projection."`
+	ClickHouseUser          string   `name:"clickhouse-user" env:"KAPPA_CLICKHOUSE_USER" default:"${clickhouse_user}" help:"ClickHouse user."`
+	ClickHousePassword      string   `name:"clickhouse-password" env:"KAPPA_CLICKHOUSE_PASSWORD" help:"ClickHouse password; prefer --clickhouse-password-file."`
+	ClickHousePasswordFile  string   `name:"clickhouse-password-file" env:"KAPPA_CLICKHOUSE_PASSWORD_FILE" type:"path" help:"File holding the ClickHouse password."`
+	ClickHouseTLS           bool     `name:"clickhouse-tls" env:"KAPPA_CLICKHOUSE_TLS" help:"Connect over TLS to ClickHouse's secure native port (implied by the other --clickhouse-tls-* flags)."`
+	ClickHouseTLSCAFile     string   `name:"clickhouse-tls-ca-file" env:"KAPPA_CLICKHOUSE_TLS_CA_FILE" type:"path" help:"PEM CA certificates that signed ClickHouse's certificate."`
+	ClickHouseTLSCertFile   string   `name:"clickhouse-tls-cert-file" env:"KAPPA_CLICKHOUSE_TLS_CERT_FILE" type:"path" help:"PEM client certificate (with --clickhouse-tls-key-file)."`
+	ClickHouseTLSKeyFile    string   `name:"clickhouse-tls-key-file" env:"KAPPA_CLICKHOUSE_TLS_KEY_FILE" type:"path" help:"PEM key of --clickhouse-tls-cert-file."`
+	ClickHouseTLSServerName string   `name:"clickhouse-tls-server-name" env:"KAPPA_CLICKHOUSE_TLS_SERVER_NAME" help:"Name to check in ClickHouse's certificate instead of the host dialed."`
 }
 
-func (f clickhouseFlags) apply(c *roles.Config) {
+func (f clickhouseFlags) apply(c *roles.Config) error {
+	password, err := secretOf("clickhouse-password", f.ClickHousePassword, f.ClickHousePasswordFile)
 	c.ClickHouse.Addr, c.ClickHouse.Database = f.ClickHouseAddr, f.ClickHouseDatabase
-	c.ClickHouse.Username, c.ClickHouse.Password = f.ClickHouseUser, f.ClickHousePassword
+	c.ClickHouse.Username, c.ClickHouse.Password = f.ClickHouseUser, password
+	if f.ClickHouseTLS || f.ClickHouseTLSCAFile != "" || f.ClickHouseTLSCertFile != "" || f.ClickHouseTLSKeyFile != "" || f.ClickHouseTLSServerName != "" {
+		c.ClickHouse.TLS = &tlsconfig.Client{CAFile: f.ClickHouseTLSCAFile, CertFile: f.ClickHouseTLSCertFile, KeyFile: f.ClickHouseTLSKeyFile, ServerName: f.ClickHouseTLSServerName}
+	}
+	return err
 }
 
 type httpFlags struct {

@@ -211,7 +211,9 @@ type dlqListCmd struct {
 }
 
 func (c *dlqListCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
 	return roles.DLQList(ctx, cfg, c.Projection, os.Stdout)
 }
 
@@ -221,7 +223,9 @@ type dlqShowCmd struct {
 }
 
 func (c *dlqShowCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
 	pos, err := schemas.ParsePosition(c.Position)
 	if err != nil {
 		return err
@@ -236,9 +240,15 @@ type dlqRedriveCmd struct {
 }
 
 func (c *dlqRedriveCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
-	c.postgresFlags.apply(&cfg)
-	c.clickhouseFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.clickhouseFlags.apply(&cfg); err != nil {
+		return err
+	}
 	f, err := c.filter()
 	if err != nil {
 		return err
@@ -251,7 +261,9 @@ type dlqDiscardCmd struct {
 }
 
 func (c *dlqDiscardCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
 	f, err := c.filter()
 	if err != nil {
 		return err
@@ -304,8 +316,12 @@ type devCmd struct {
 }
 
 func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
-	c.postgresFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
 	c.httpFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
 	c.opsFlags.apply(&cfg)
@@ -313,7 +329,9 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 }
 
 func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
 	c.idempotencyFlags.apply(&cfg)
 	c.processorFlags.apply(&cfg)
 	c.opsFlags.apply(&cfg)
@@ -321,28 +339,46 @@ func (c *processCmd) Run(ctx context.Context, cfg roles.Config) error {
 }
 
 func (c *projectCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
 	c.batchFlags.apply(&cfg)
 	c.opsFlags.apply(&cfg)
 	if c.Store == "postgres" {
-		c.postgresFlags.apply(&cfg)
+		if err := c.postgresFlags.apply(&cfg); err != nil {
+			return err
+		}
 		return roles.ProjectPostgres(ctx, cfg)
 	}
-	c.clickhouseFlags.apply(&cfg)
+	if err := c.clickhouseFlags.apply(&cfg); err != nil {
+		return err
+	}
 	return roles.ProjectClickHouse(ctx, cfg)
 }
 
 func (c *migrateCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
-	c.postgresFlags.apply(&cfg)
-	c.clickhouseFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.clickhouseFlags.apply(&cfg); err != nil {
+		return err
+	}
 	return roles.Migrate(ctx, cfg, c.Only != "clickhouse", c.Only != "postgres")
 }
 
 func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
-	c.kafkaFlags.apply(&cfg)
-	c.postgresFlags.apply(&cfg)
-	c.clickhouseFlags.apply(&cfg)
+	if err := c.kafkaFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := c.clickhouseFlags.apply(&cfg); err != nil {
+		return err
+	}
 	c.httpFlags.apply(&cfg)
 	c.batchFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)

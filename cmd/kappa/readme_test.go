@@ -95,3 +95,25 @@ func TestSharedSettingsAgreeAcrossComponents(t *testing.T) {
 		t.Errorf("processor idempotency window %s, intake %s", proc.IdempotencyWindow, in.IdempotencyWindow)
 	}
 }
+
+// TestHelpShowsNoSecret: secrets given through the environment do not
+// reach --help, which prints defaults, not values.
+func TestHelpShowsNoSecret(t *testing.T) {
+	for _, env := range []string{"KAPPA_KAFKA_SASL_PASSWORD", "KAPPA_CLICKHOUSE_PASSWORD", "KAPPA_POSTGRES_PASSWORD"} {
+		t.Setenv(env, "hunter2-"+env)
+	}
+	for _, cmd := range []string{"process", "ingest", "dev", "migrate"} {
+		var out strings.Builder
+		parser, err := kong.New(&cli{}, componentDefaults(), kong.Writers(&out, &out), kong.Exit(func(int) {}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = parser.Parse([]string{cmd, "--help"})
+		if out.Len() == 0 {
+			t.Fatalf("%s --help printed nothing", cmd)
+		}
+		if strings.Contains(out.String(), "hunter2") {
+			t.Errorf("%s --help shows a secret", cmd)
+		}
+	}
+}

@@ -22,12 +22,17 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/kappa-cqrs/kappa/secret"
 )
 
 // Config configures the Postgres store. Zero values take the documented defaults.
 type Config struct {
-	// URL is a libpq connection string or URL. Required.
+	// URL is a libpq connection string or URL. Required. For TLS with a
+	// checked server certificate, sslmode=verify-full&sslrootcert=<CA file>.
 	URL string
+	// Password, if set, replaces the URL's, so that the URL need not
+	// carry the secret. Default: the URL's.
+	Password secret.Value
 	// Schema holds Kappa's tables; it is created if missing. Default "kappa".
 	Schema string
 	// MaxConns caps the connection pool. Default 8.
@@ -101,6 +106,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("parse postgres url: %w", err)
 	}
 	pc.MaxConns = cfg.MaxConns
+	if !cfg.Password.IsZero() {
+		pc.ConnConfig.Password = cfg.Password.Reveal()
+	}
 	pc.ConnConfig.RuntimeParams["search_path"] = cfg.Schema
 	for name, value := range plannerSettings {
 		if _, set := pc.ConnConfig.RuntimeParams[name]; !set {
