@@ -32,6 +32,11 @@ test: stack ## Start the local stack and run every test with the race detector.
 	$(STACK_ENV) && export KAPPA_CHDB_PYTHON="$$(bash deploy/chdb.sh)" && \
 	  KAPPA_INTEGRATION=require $(GO) test -race -count=1 -timeout 15m ./...
 
+.PHONY: test-secure
+test-secure: stack ## Run the end-to-end tests against the stack's secured endpoints (Kafka SASL_SSL, Postgres and ClickHouse over TLS).
+	eval "$$(bash $(STACK) env-secure)" && \
+	  KAPPA_INTEGRATION=require $(GO) test -race -count=1 -timeout 10m ./e2e/ ./kafka/ ./producer/ingest/
+
 .PHONY: test-short
 test-short: ## Run the tests that need no servers.
 	$(GO) test -race -count=1 ./...

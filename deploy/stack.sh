@@ -7,6 +7,15 @@
 #   deploy/stack.sh down   [--purge] [component ...]         stop (--purge: also delete the data)
 #   deploy/stack.sh status [component ...]                   exit 0 only if all named components are up
 #   deploy/stack.sh env    [component ...]                   print `export KAPPA_...=` lines
+#   deploy/stack.sh env-secure [component ...]               the same for the secured endpoints
+#
+# Every server also serves a secured endpoint, with certificates from a
+# local CA the script makes under <state dir>/tls (ca.pem is the CA):
+# Kafka SASL_SSL on 127.0.0.1:19094 (SCRAM-SHA-512 and -256, PLAIN, and
+# OAUTHBEARER with Kafka's unsecured validator, for tests), Postgres over TLS
+# for the user kappa_tls (refused without TLS), and ClickHouse's secure
+# native port 19440 with the user kappa_tls and a password. The open
+# endpoints stay for the open-stack tests; `env-secure` points at the others.
 #
 # No component argument means all three. State dir: ${KAPPA_STACK_DIR:-<repo>/.stack}.
 # The broker's JVM: KAPPA_STACK_KAFKA_HEAP (512m) and KAPPA_STACK_KAFKA_GC (G1 with
@@ -27,8 +36,15 @@ CH_TCP_PORT=19000
 CH_HTTP_PORT=18123
 KAFKA_PORT=19092
 KAFKA_CONTROLLER_PORT=19093
+KAFKA_SASL_PORT=19094
+CH_TLS_PORT=19440
 
 PG_URL="postgres://kappa:kappa@127.0.0.1:${PG_PORT}/kappa?sslmode=disable"
+# The secured endpoints' user and password; a local test stack's, not a secret.
+SECURE_USER=kappa_tls
+SECURE_PASSWORD=kappa-tls-password
+KEYSTORE_PASSWORD=kappa-keystore
+TLS_DIR="$STACK/tls"
 ALL_COMPONENTS=(postgres clickhouse kafka)
 
 PG_TIMEOUT="${KAPPA_STACK_PG_TIMEOUT:-60}"
@@ -63,7 +79,7 @@ die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
   cat >&2 <<EOF
-usage: deploy/stack.sh up|down|status|env [postgres|clickhouse|kafka ...]
+usage: deploy/stack.sh up|down|status|env|env-secure [postgres|clickhouse|kafka ...]
        deploy/stack.sh down --purge [component ...]   (also deletes the data)
 state dir: $STACK
 EOF
@@ -251,6 +267,35 @@ ensure_packages() {
 PG_BIN=""
 PG_USER=postgres
 
+# ---------------------------------------------------------------------- tls --
+# A CA and one server certificate for 127.0.0.1 and localhost, made once
+# with openssl and remade when the certificate has less than a week left.
+tls_setup() {
+  mkdir -p "$TLS_DIR"
+  chmod 755 "$TLS_DIR"
+  if [ -s "$TLS_DIR/server.p12" ] && openssl x509 -checkend 604800 -noout -in "$TLS_DIR/server.pem" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "tls: making a local CA and a server certificate in $TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=Kappa local stack CA" -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=localhost"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 825 -extfile server.ext
+    openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -out server.p12 -passout "pass:$KEYSTORE_PASSWORD"
+    chmod 644 ca.pem server.pem
+    chmod 600 ca.key server.key server.p12
+  ) >"$TLS_DIR/openssl.log" 2>&1 || { show_log_tail "$TLS_DIR/openssl.log"; die "tls: openssl failed"; }
+}
+
+# tls_copy FILE DEST OWNER: a private copy of a key or certificate for a
+# server that runs as OWNER and insists on owning it.
+tls_copy() {
+  install -m 600 -o "$3" "$1" "$2" 2>/dev/null || { cp "$1" "$2" && chmod 600 "$2"; }
+}
+
 pg_setup_vars() {
   PG_BIN=$(pg_bindir) || die "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin"
   if is_root; then PG_USER=postgres; else PG_USER=$(id -un); fi
@@ -281,7 +326,14 @@ password_encryption = scram-sha-256
 timezone = 'UTC'
 logging_collector = off
 log_line_prefix = '%m [%p] %q%u@%d '
+# TLS for the secured endpoint (user $SECURE_USER, see pg_hba.conf).
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
 EOF
+  tls_copy "$TLS_DIR/server.pem" "$PG_DATA/server.crt" "$PG_USER"
+  tls_copy "$TLS_DIR/server.key" "$PG_DATA/server.key" "$PG_USER"
   grep -q "^include_if_exists = 'kappa.conf'" "$PG_DATA/postgresql.conf" ||
     printf "\n# kappa deploy/stack.sh settings\ninclude_if_exists = 'kappa.conf'\n" >>"$PG_DATA/postgresql.conf"
   cat >"$PG_DATA/pg_hba.conf" <<'EOF'
@@ -289,6 +341,8 @@ EOF
 # TYPE  DATABASE  USER      ADDRESS        METHOD
 local   all       postgres                 trust
 local   all       all                      scram-sha-256
+hostssl all       kappa_tls 127.0.0.1/32   scram-sha-256
+hostnossl all     kappa_tls 127.0.0.1/32   reject
 host    all       all       127.0.0.1/32   scram-sha-256
 EOF
   chown "$PG_USER:" "$PG_DATA/kappa.conf" "$PG_DATA/pg_hba.conf" 2>/dev/null || true
@@ -327,12 +381,27 @@ $$;
 SELECT 'CREATE DATABASE kappa OWNER kappa'
 WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = 'kappa') \gexec
 SQL
+  "$PG_BIN/psql" -X -w -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres >/dev/null <<SQL
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '$SECURE_USER') THEN
+    CREATE ROLE $SECURE_USER LOGIN CREATEDB PASSWORD '$SECURE_PASSWORD';
+  ELSE
+    ALTER ROLE $SECURE_USER LOGIN CREATEDB PASSWORD '$SECURE_PASSWORD';
+  END IF;
+END
+\$\$;
+GRANT ALL ON DATABASE kappa TO $SECURE_USER;
+SQL
 }
 
 pg_up() {
   pg_setup_vars
   if pg_ours_running; then
     WAIT_QUIET=1 wait_ready postgres "$PG_TIMEOUT" pg_check_ready "$PG_LOG"
+    # Settings of newer versions of this script (TLS) apply on a reload.
+    pg_write_config
+    as_user "$PG_USER" "$PG_BIN/pg_ctl" -D "$PG_DATA" -s reload >/dev/null 2>&1 || true
     log "postgres: already running and ready (pid $(pid_of "$PG_DATA/postmaster.pid")), reusing it"
   elif port_open "$PG_PORT"; then
     if pg_login_ok; then
@@ -429,7 +498,19 @@ ch_write_config() {
 
     <listen_host>127.0.0.1</listen_host>
     <tcp_port>$CH_TCP_PORT</tcp_port>
+    <tcp_port_secure>$CH_TLS_PORT</tcp_port_secure>
     <http_port>$CH_HTTP_PORT</http_port>
+    <openSSL>
+        <server>
+            <certificateFile>$d/tls/server.pem</certificateFile>
+            <privateKeyFile>$d/tls/server.key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
     <!-- No interserver_http_port: the replication endpoint stays disabled. -->
 
     <max_connections>1024</max_connections>
@@ -468,6 +549,15 @@ EOF
         </readonly>
     </profiles>
     <users>
+        <kappa_tls>
+            <password_sha256_hex>SECURE_PASSWORD_SHA256</password_sha256_hex>
+            <networks replace="replace">
+                <ip>::1</ip>
+                <ip>127.0.0.1</ip>
+            </networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </kappa_tls>
         <default>
             <password></password>
             <networks replace="replace">
@@ -492,6 +582,10 @@ EOF
     </quotas>
 </yandex>
 EOF
+  sed -i "s/SECURE_PASSWORD_SHA256/$(printf '%s' "$SECURE_PASSWORD" | sha256sum | cut -d' ' -f1)/" "$d/users.xml"
+  mkdir -p "$d/tls"
+  tls_copy "$TLS_DIR/server.pem" "$d/tls/server.pem" "$CH_USER"
+  tls_copy "$TLS_DIR/server.key" "$d/tls/server.key" "$CH_USER"
 }
 
 ch_up() {
@@ -523,7 +617,7 @@ ch_start() {
   if [ "$(stat -c %U "$d/data")" != "$CH_USER" ] || [ "$(stat -c %U "$d")" != "$CH_USER" ]; then
     chown -R "$CH_USER:" "$d"
   else
-    chown "$CH_USER:" "$d" "$d"/*.xml "$d/log" "$d/tmp" "$d/user_files" "$d/format_schemas"
+    chown "$CH_USER:" "$d" "$d"/*.xml "$d/log" "$d/tmp" "$d/user_files" "$d/format_schemas" "$d/tls"
   fi
   as_user "$CH_USER" test -w "$d/data" ||
     die "user $CH_USER cannot write $d/data (are all parent directories of $STACK searchable by it?)"
@@ -596,11 +690,26 @@ kafka_write_config() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+
+# The secured endpoint: TLS with the local CA's certificate, then SASL.
+# SCRAM users are created after start (kafka_scram_users); PLAIN's is here;
+# OAUTHBEARER checks tokens with Kafka's unsecured validator (unsigned JWTs,
+# for tests only).
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/server.p12
+ssl.keystore.password=$KEYSTORE_PASSWORD
+ssl.enabled.protocols=TLSv1.2,TLSv1.3
+sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN,OAUTHBEARER
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SECURE_USER="$SECURE_PASSWORD";
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.server.callback.handler.class=org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler
 
 log.dirs=$KAFKA_DATA
 num.partitions=1
@@ -693,6 +802,18 @@ kafka_pin_transaction_version() {
   fi
 }
 
+# The secured endpoint's SCRAM user, created (again) through the open one;
+# idempotent.
+kafka_scram_users() {
+  local m
+  for m in SCRAM-SHA-512 SCRAM-SHA-256; do
+    kafka_tool kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+      --command-config "$KAFKA_DIR/tools-client.properties" --alter --entity-type users --entity-name "$SECURE_USER" \
+      --add-config "$m=[password=$SECURE_PASSWORD]" </dev/null >>"$KAFKA_DIR/readiness.log" 2>&1 ||
+      die "kafka: could not create the $m user $SECURE_USER (see $KAFKA_DIR/readiness.log)"
+  done
+}
+
 kafka_ours_running() { pid_matches "$KAFKA_PID" 'kafka\.Kafka'; }
 
 kafka_check_ready() {
@@ -732,7 +853,8 @@ kafka_up() {
     [ -z "$pid" ] || echo "$pid" >"$KAFKA_PID"
     kafka_pin_transaction_version
   fi
-  log "kafka: 127.0.0.1:$KAFKA_PORT ($(ls "$KAFKA_LIBS"/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/Kafka \1/'))"
+  kafka_scram_users
+  log "kafka: 127.0.0.1:$KAFKA_PORT, SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT ($(ls "$KAFKA_LIBS"/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/Kafka \1/'))"
 }
 
 kafka_start() {
@@ -788,6 +910,7 @@ cmd_up() {
   lock_stack
   log "up: ${COMPONENTS[*]} (state dir $STACK)"
   ensure_packages "${COMPONENTS[@]}"
+  tls_setup
   # Postgres and ClickHouse start quickly; Kafka last, it is the slowest.
   if has postgres; then pg_up; fi
   if has clickhouse; then ch_up; fi
@@ -830,6 +953,27 @@ cmd_env() {
   if has clickhouse; then echo "export KAPPA_CLICKHOUSE_ADDR=127.0.0.1:$CH_TCP_PORT"; fi
 }
 
+# The secured endpoints, as Kappa's flags take them (KAPPA_* variables).
+cmd_env_secure() {
+  if has kafka; then
+    echo "export KAPPA_KAFKA_BROKERS=127.0.0.1:$KAFKA_SASL_PORT"
+    echo "export KAPPA_KAFKA_TLS_CA_FILE=$TLS_DIR/ca.pem"
+    echo "export KAPPA_KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+    echo "export KAPPA_KAFKA_SASL_USERNAME=$SECURE_USER"
+    echo "export KAPPA_KAFKA_SASL_PASSWORD=$SECURE_PASSWORD"
+  fi
+  if has postgres; then
+    echo "export KAPPA_POSTGRES_URL='postgres://$SECURE_USER@localhost:$PG_PORT/kappa?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.pem'"
+    echo "export KAPPA_POSTGRES_PASSWORD=$SECURE_PASSWORD"
+  fi
+  if has clickhouse; then
+    echo "export KAPPA_CLICKHOUSE_ADDR=localhost:$CH_TLS_PORT"
+    echo "export KAPPA_CLICKHOUSE_TLS_CA_FILE=$TLS_DIR/ca.pem"
+    echo "export KAPPA_CLICKHOUSE_USER=$SECURE_USER"
+    echo "export KAPPA_CLICKHOUSE_PASSWORD=$SECURE_PASSWORD"
+  fi
+}
+
 main() {
   [ $# -ge 1 ] || usage
   local action=$1 a
@@ -850,6 +994,7 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     env) cmd_env ;;
+    env-secure) cmd_env_secure ;;
     -h | --help | help) usage ;;
     *) log "unknown command: $action"; usage ;;
   esac

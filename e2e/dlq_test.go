@@ -26,7 +26,7 @@ import (
 // it while other aggregates flow, and after the poison is discarded and the
 // rest redriven, the aggregate's read models are complete and in order.
 func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
-	sys, reads, ch, brokers := startWithProjections(t)
+	sys, reads, ch, conn := startWithProjections(t)
 	cfg := sys.cfg
 	cartVersion := func(id string) int64 { return cartVersionIn(t, reads, id) }
 
@@ -43,7 +43,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	}
 	sys.eventually(t, func() bool { return cartVersion("dlq-a") == 2 })
 	rec := kafka.Record(cfg.Topics().Events, pos.Partition, poison)
-	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	manual, err := conn.NewClient(kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), conn, cfg.Topics().EventsDeadLetter, projection)
 			return err == nil && len(book.Open()["dlq-a"]) >= 2
 		})
 	}
@@ -68,7 +68,7 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 	// Discard the poison, redrive what waited behind it.
 	var out bytes.Buffer
 	for _, projection := range roles.Projections {
-		book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
+		book, err := deadletter.Load(t.Context(), conn, cfg.Topics().EventsDeadLetter, projection)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,13 +122,13 @@ func TestPoisonParksItsAggregateUntilRedrive(t *testing.T) {
 // parked in that projection only, with the aggregate's later events behind
 // it; ClickHouse, which accepts it, applies everything.
 func TestConstraintViolationIsParked(t *testing.T) {
-	sys, reads, ch, brokers := startWithProjections(t)
+	sys, reads, ch, conn := startWithProjections(t)
 
 	// A NUL in a product id decodes, and ClickHouse stores it, but Postgres
 	// text refuses it (SQLSTATE 22021).
 	bad := schemas.Envelope{ID: "bad-product", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 1,
 		AggregateID: "cv-x", AggregateVersion: 1, Data: []byte(`{"product_id":"p\u0000","quantity":1,"unit_price_cents":10}`)}
-	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	manual, err := conn.NewClient(kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +142,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 
 	var pgBook, chBook *deadletter.Book
 	sys.eventually(t, func() bool {
-		pgBook, err = deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, sys.cfg.Topics().EventsDeadLetter, "postgres")
+		pgBook, err = deadletter.Load(t.Context(), conn, sys.cfg.Topics().EventsDeadLetter, "postgres")
 		return err == nil && len(pgBook.Open()["cv-x"]) == 2
 	})
 	first := pgBook.Open()["cv-x"][0]
@@ -158,7 +158,7 @@ func TestConstraintViolationIsParked(t *testing.T) {
 		err := chStore.Conn().QueryRow(t.Context(), "SELECT count() FROM "+ch.Database+".events WHERE aggregate_id = 'cv-x'").Scan(&n)
 		return err == nil && n == 2
 	})
-	chBook, err = deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, sys.cfg.Topics().EventsDeadLetter, "clickhouse")
+	chBook, err = deadletter.Load(t.Context(), conn, sys.cfg.Topics().EventsDeadLetter, "clickhouse")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func (s *system) addProduct(t *testing.T, cart, product string) commandView {
 // waited behind it need no second command: each projection applies them
 // itself, in order, and the aggregate flows again.
 func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
-	sys, reads, ch, brokers := startWithProjections(t)
+	sys, reads, ch, conn := startWithProjections(t)
 	cfg := sys.cfg
 	cartVersion := func() int64 { return cartVersionIn(t, reads, "dlq-o") }
 
@@ -198,7 +198,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	}
 	poison := schemas.Envelope{ID: "poison-dlq-o", Type: schemas.CartProductAdded, Source: "test", Time: time.Now(), SchemaVersion: 99,
 		AggregateID: "dlq-o", AggregateVersion: 2, Data: []byte(`{}`)}
-	manual, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	manual, err := conn.NewClient(kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	sys.addProduct(t, "dlq-o", "p2") // parked behind the poison
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), conn, cfg.Topics().EventsDeadLetter, projection)
 			return err == nil && len(book.Open()["dlq-o"]) == 2
 		})
 	}
@@ -217,7 +217,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	// Discard the poison alone, by its position; redrive nothing.
 	var out bytes.Buffer
 	for _, projection := range roles.Projections {
-		book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
+		book, err := deadletter.Load(t.Context(), conn, cfg.Topics().EventsDeadLetter, projection)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +229,7 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 	sys.eventually(t, func() bool { return cartVersion() == 2 })
 	for _, projection := range roles.Projections {
 		sys.eventually(t, func() bool {
-			book, err := deadletter.Load(t.Context(), kafka.Connection{Brokers: brokers}, cfg.Topics().EventsDeadLetter, projection)
+			book, err := deadletter.Load(t.Context(), conn, cfg.Topics().EventsDeadLetter, projection)
 			if err != nil {
 				return false
 			}
@@ -258,11 +258,11 @@ func TestRecordsParkedBehindAResolvedEntryFlow(t *testing.T) {
 
 // startWithProjections starts a deployment with both projections on two
 // partitions and opens its Postgres read model.
-func startWithProjections(t *testing.T) (*system, *postgres.Store, clickhouse.Config, []string) {
+func startWithProjections(t *testing.T) (*system, *postgres.Store, clickhouse.Config, kafka.Connection) {
 	t.Helper()
-	brokers := kappatest.Brokers(t)
+	conn := kappatest.Kafka(t)
 	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
-	sys := newSystem(t, brokers, pg, ch, 2, 20*time.Millisecond)
+	sys := newSystem(t, conn, pg, ch, 2, 20*time.Millisecond)
 	sys.start("postgres", roles.ProjectPostgres)
 	sys.start("clickhouse", roles.ProjectClickHouse)
 	reads, err := postgres.Open(t.Context(), pg)
@@ -270,7 +270,7 @@ func startWithProjections(t *testing.T) (*system, *postgres.Store, clickhouse.Co
 		t.Fatal(err)
 	}
 	t.Cleanup(reads.Close)
-	return sys, reads, ch, brokers
+	return sys, reads, ch, conn
 }
 
 // cartVersionIn is a cart's version in Postgres, or -1 while it has none.

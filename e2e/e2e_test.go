@@ -32,7 +32,7 @@ import (
 )
 
 func TestEndToEndRealKafka(t *testing.T) {
-	runEndToEnd(t, kappatest.Brokers(t))
+	runEndToEnd(t, kappatest.Kafka(t))
 }
 
 func TestEndToEndEmbeddedKafka(t *testing.T) {
@@ -43,11 +43,11 @@ func TestEndToEndEmbeddedKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Close)
-	runEndToEndWith(t, broker.ListenAddrs(), pg, ch)
+	runEndToEndWith(t, kafka.Connection{Brokers: broker.ListenAddrs()}, pg, ch)
 }
 
-func runEndToEnd(t *testing.T, brokers []string) {
-	runEndToEndWith(t, brokers, kappatest.Postgres(t), kappatest.ClickHouse(t))
+func runEndToEnd(t *testing.T, conn kafka.Connection) {
+	runEndToEndWith(t, conn, kappatest.Postgres(t), kappatest.ClickHouse(t))
 }
 
 // system runs each role in its own goroutine so that one can be restarted.
@@ -102,7 +102,7 @@ func (s *system) stopAll() {
 // newSystem migrates a fresh deployment (topics under a unique prefix, the
 // given stores) and returns it with ingest and a processor running; callers
 // start the projections they need. It waits until ingest listens.
-func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse.Config, partitions int32, flush time.Duration) *system {
+func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch clickhouse.Config, partitions int32, flush time.Duration) *system {
 	t.Helper()
 	logLevel := slog.LevelWarn
 	if testing.Verbose() {
@@ -111,7 +111,7 @@ func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse
 	listening := make(chan net.Addr, 1)
 	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
-		Kafka: kafka.Connection{Brokers: brokers}, TopicPrefix: prefix, GroupPrefix: prefix, CreateTopics: kafka.TopicConfig{Partitions: partitions},
+		Kafka: conn, TopicPrefix: prefix, GroupPrefix: prefix, CreateTopics: kafka.TopicConfig{Partitions: partitions},
 		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
 		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
@@ -133,8 +133,8 @@ func newSystem(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse
 	return sys
 }
 
-func runEndToEndWith(t *testing.T, brokers []string, pg postgres.Config, ch clickhouse.Config) {
-	sys := newSystem(t, brokers, pg, ch, 3, 50*time.Millisecond)
+func runEndToEndWith(t *testing.T, conn kafka.Connection, pg postgres.Config, ch clickhouse.Config) {
+	sys := newSystem(t, conn, pg, ch, 3, 50*time.Millisecond)
 	sys.start("postgres", roles.ProjectPostgres)
 	sys.start("clickhouse", roles.ProjectClickHouse)
 

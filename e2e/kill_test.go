@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
@@ -64,14 +63,16 @@ func (p *projectorProcess) kill(store string) {
 // repeatedly while they work through the stream; every event still ends up
 // exactly once in ClickHouse and Postgres.
 func TestKilledProjectorsResumeExactly(t *testing.T) {
-	brokers := kappatest.Brokers(t)
+	conn := kappatest.Kafka(t)
 	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
 	bin := buildKappa(t)
-	sys := newSystem(t, brokers, pg, ch, 3, 0)
+	sys := newSystem(t, conn, pg, ch, 3, 0)
 	cfg, prefix := sys.cfg, sys.cfg.TopicPrefix
 
 	procs := &projectorProcess{t: t, bin: bin, cmds: map[string]*exec.Cmd{}, env: []string{
-		"KAPPA_KAFKA_BROKERS=" + strings.Join(brokers, ","),
+		// The rest of the connection (TLS, SASL, passwords) comes from the
+		// environment the projectors inherit.
+		"KAPPA_KAFKA_BROKERS=" + strings.Join(conn.Brokers, ","),
 		"KAPPA_TOPIC_PREFIX=" + prefix, "KAPPA_GROUP_PREFIX=" + prefix,
 		"KAPPA_POSTGRES_URL=" + pg.URL, "KAPPA_POSTGRES_SCHEMA=" + pg.Schema,
 		"KAPPA_CLICKHOUSE_ADDR=" + strings.Join(ch.Addr, ","), "KAPPA_CLICKHOUSE_DATABASE=" + ch.Database,
@@ -155,7 +156,7 @@ func TestKilledProjectorsResumeExactly(t *testing.T) {
 		}
 		delete(procs.cmds, store)
 	}
-	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	admin, err := conn.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}

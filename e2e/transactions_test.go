@@ -17,7 +17,7 @@ import (
 // after another, each waiting for its outcome, all get accepted, and no
 // more transactions commit than the elapsed time allows.
 func TestProcessorTransactionsKeepTheirInterval(t *testing.T) {
-	sys := newSystem(t, kappatest.Brokers(t), kappatest.Postgres(t), kappatest.ClickHouse(t), 3, 50*time.Millisecond)
+	sys := newSystem(t, kappatest.Kafka(t), kappatest.Postgres(t), kappatest.ClickHouse(t), 3, 50*time.Millisecond)
 	const interval = 200 * time.Millisecond
 	sys.stop("process")
 	sys.cfg.Processor.MinTransactionInterval = interval

@@ -39,8 +39,19 @@ func secureBroker(t *testing.T, ca *kappatest.CA) *kfake.Cluster {
 	return broker
 }
 
-// reach lists the topics through conn, which needs a working handshake.
+// reach lists the topic t through conn, which needs a working handshake.
 func reach(t *testing.T, conn kafka.Connection) error {
+	t.Helper()
+	return list(t, conn, "t")
+}
+
+// reachAny lists every topic through conn.
+func reachAny(t *testing.T, conn kafka.Connection) error {
+	t.Helper()
+	return list(t, conn)
+}
+
+func list(t *testing.T, conn kafka.Connection, topics ...string) error {
 	t.Helper()
 	cl, err := conn.NewClient()
 	if err != nil {
@@ -49,7 +60,7 @@ func reach(t *testing.T, conn kafka.Connection) error {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	_, err = kadm.NewClient(cl).ListTopics(ctx, "t")
+	_, err = kadm.NewClient(cl).ListTopics(ctx, topics...)
 	return err
 }
 

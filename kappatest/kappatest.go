@@ -19,8 +19,11 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
+	"github.com/kappa-cqrs/kappa/secret"
+	"github.com/kappa-cqrs/kappa/tlsconfig"
 )
 
 var counter atomic.Int64
@@ -50,6 +53,22 @@ func Brokers(t testing.TB) []string {
 	return strings.Split(env(t, "KAPPA_KAFKA_BROKERS"), ",")
 }
 
+// Kafka returns the connection to the real broker, with TLS and SASL when
+// the environment names them as Kappa's flags do (KAPPA_KAFKA_TLS_CA_FILE,
+// KAPPA_KAFKA_SASL_*: `deploy/stack.sh env-secure`).
+func Kafka(t testing.TB) kafka.Connection {
+	t.Helper()
+	conn := kafka.Connection{Brokers: Brokers(t)}
+	if ca := os.Getenv("KAPPA_KAFKA_TLS_CA_FILE"); ca != "" {
+		conn.TLS = &kafka.TLS{CAFile: ca}
+	}
+	if m := os.Getenv("KAPPA_KAFKA_SASL_MECHANISM"); m != "" {
+		conn.SASL = &kafka.SASL{Mechanism: m, Username: os.Getenv("KAPPA_KAFKA_SASL_USERNAME"),
+			Password: secret.New(os.Getenv("KAPPA_KAFKA_SASL_PASSWORD")), TokenFile: os.Getenv("KAPPA_KAFKA_SASL_TOKEN_FILE")}
+	}
+	return conn
+}
+
 // Postgres returns a configuration for a fresh schema, dropped at cleanup.
 func Postgres(t testing.TB) postgres.Config {
 	t.Helper()
@@ -58,7 +77,7 @@ func Postgres(t testing.TB) postgres.Config {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
+		conn, err := ConnectPostgres(ctx, url)
 		if err != nil {
 			t.Errorf("drop schema %s: %v", schema, err)
 			return
@@ -68,13 +87,30 @@ func Postgres(t testing.TB) postgres.Config {
 			t.Errorf("drop schema %s: %v", schema, err)
 		}
 	})
-	return postgres.Config{URL: url, Schema: schema}
+	return postgres.Config{URL: url, Schema: schema, Password: secret.New(os.Getenv("KAPPA_POSTGRES_PASSWORD"))}
+}
+
+// ConnectPostgres connects to url with the password of
+// KAPPA_POSTGRES_PASSWORD if set, as the roles do.
+func ConnectPostgres(ctx context.Context, url string) (*pgx.Conn, error) {
+	pc, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	if pw := os.Getenv("KAPPA_POSTGRES_PASSWORD"); pw != "" {
+		pc.Password = pw
+	}
+	return pgx.ConnectConfig(ctx, pc)
 }
 
 // ClickHouse returns a configuration for a fresh database, dropped at cleanup.
 func ClickHouse(t testing.TB) clickhouse.Config {
 	t.Helper()
-	cfg := clickhouse.Config{Addr: strings.Split(env(t, "KAPPA_CLICKHOUSE_ADDR"), ","), Database: Name(t, "ch")}
+	cfg := clickhouse.Config{Addr: strings.Split(env(t, "KAPPA_CLICKHOUSE_ADDR"), ","), Database: Name(t, "ch"),
+		Username: os.Getenv("KAPPA_CLICKHOUSE_USER"), Password: secret.New(os.Getenv("KAPPA_CLICKHOUSE_PASSWORD"))}
+	if ca := os.Getenv("KAPPA_CLICKHOUSE_TLS_CA_FILE"); ca != "" {
+		cfg.TLS = &tlsconfig.Client{CAFile: ca}
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -25,10 +25,10 @@ import (
 // outcome, the first one, those after the reader stopped in between, and
 // concurrent ones.
 func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
-	brokers := kappatest.Brokers(t)
+	conn := kappatest.Kafka(t)
 	names := kafka.TopicsFor(kappatest.Name(t, "ing"))
 	ctx := t.Context()
-	admin, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	admin, err := conn.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,13 +39,13 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 	}
 	t.Cleanup(func() { _, _ = adm.DeleteTopics(context.Background(), names.Commands, names.Events) })
 
-	pub, err := ingest.New(ingest.Config{Kafka: kafka.Connection{Brokers: brokers}, Topics: names, FollowIdle: time.Millisecond})
+	pub, err := ingest.New(ingest.Config{Kafka: conn, Topics: names, FollowIdle: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
 	go func() { _ = pub.RunOutcomes(ctx) }()
-	go decide(ctx, t, brokers, names)
+	go decide(ctx, t, conn, names)
 
 	qty, price := int64(1), int64(5)
 	waitFor := func(round int, cart string) {
@@ -93,8 +93,8 @@ func TestWaitingRequestsGetTheirOutcomes(t *testing.T) {
 // some other command, an event of the command whose payload would read as
 // a rejection if the ingest took it for an outcome, then the command's own
 // outcome.
-func decide(ctx context.Context, t *testing.T, brokers []string, names kafka.Topics) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(names.Commands),
+func decide(ctx context.Context, t *testing.T, conn kafka.Connection, names kafka.Topics) {
+	cl, err := conn.NewClient(kgo.ConsumeTopics(names.Commands),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	if err != nil {
 		t.Error(err)

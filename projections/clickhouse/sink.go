@@ -278,8 +278,16 @@ func nonNil(s []string) []string {
 // ApplyRedriven inserts parked records that were fixed. Their offsets are
 // below what the tables hold, so the offset rule cannot dedupe them;
 // instead each table is asked which of their event ids it already has, and
-// an event is inserted into a table only if it is not there yet.
+// an event is inserted into a table only if it is not there yet. Asking
+// and inserting happen under the database's redrive lock, so that an
+// operator's `kappa dlq redrive` and a projector redriving the same
+// records at the same moment cannot both insert them.
 func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error {
+	unlock, err := s.lockRedrive(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	byTable := map[string][][]any{}
@@ -330,4 +338,46 @@ func (s *Store) presentEventIDs(ctx context.Context, table string, rows [][]any)
 		present[id] = true
 	}
 	return present, res.Err()
+}
+
+// staleRedriveLock is how old a redrive lock may be before it is taken for
+// one its holder left behind when it died.
+const staleRedriveLock = 2 * time.Minute
+
+// codeTableAlreadyExists is ClickHouse's TABLE_ALREADY_EXISTS.
+const codeTableAlreadyExists = 57
+
+// lockRedrive takes the database's redrive lock: a table that only one
+// CREATE TABLE can make, ClickHouse having no other lock a client can hold.
+// A lock older than staleRedriveLock is broken.
+func (s *Store) lockRedrive(ctx context.Context) (unlock func(), err error) {
+	name := s.cfg.Database + ".redrive_lock"
+	for {
+		err := s.conn.Exec(ctx, "CREATE TABLE "+name+" (taken UInt8) ENGINE = Memory")
+		if err == nil {
+			return func() {
+				if err := s.conn.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+name); err != nil {
+					s.log.Warn("release the redrive lock; it is broken after "+staleRedriveLock.String(), "err", err)
+				}
+			}, nil
+		}
+		var ex *ch.Exception
+		if !errors.As(err, &ex) || ex.Code != codeTableAlreadyExists {
+			return nil, fmt.Errorf("take the redrive lock: %w", err)
+		}
+		var age int64
+		if err := s.conn.QueryRow(ctx, "SELECT toInt64(now() - metadata_modification_time) FROM system.tables WHERE database = ? AND name = 'redrive_lock'",
+			s.cfg.Database).Scan(&age); err == nil && time.Duration(age)*time.Second > staleRedriveLock {
+			s.log.Warn("breaking a redrive lock its holder left behind", "age_seconds", age)
+			_ = s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+name)
+			continue
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
