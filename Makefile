@@ -17,11 +17,13 @@ run: stack build ## Start the stores and run every role in one process (embedded
 	$(STACK_ENV) && ./kappa dev --http-addr 127.0.0.1:8080
 
 .PHONY: run-split
-run-split: stack build ## Run every role as its own process against the real Kafka broker.
-	$(STACK_ENV) && ./kappa migrate && \
+run-split: stack build ## Run every role as its own process against the real Kafka broker; makes an API key into .data/split-api-key.
+	$(STACK_ENV) && ./kappa migrate && mkdir -p .data && \
+	  ./kappa apikey create --tenant default --scopes commands:write,read --name run-split >.data/split-api-key && \
+	  echo "API key for this run in .data/split-api-key (curl -H \"Authorization: Bearer \$$(cat .data/split-api-key)\")" && \
 	  trap 'kill 0' EXIT INT TERM; \
 	  ./kappa process & ./kappa project clickhouse & ./kappa project postgres & \
-	  ./kappa ingest --http-addr 127.0.0.1:8080 & wait
+	  ./kappa ingest --auth api-keys --http-addr 127.0.0.1:8080 & wait
 
 .PHONY: build
 build: ## Build the kappa binary.

@@ -10,20 +10,22 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/kappa-cqrs/kappa/auth"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
-// Reads is what the API reads: command outcomes and read models. In Kappa
-// the Postgres projection's store serves them (roles adapts it).
+// Reads is what the API reads: command outcomes and read models, each of
+// one tenant. In Kappa the Postgres projection's store serves them (roles
+// adapts it).
 type Reads interface {
 	// Outcome returns a command's outcome; found is false until it is
-	// decided and projected.
-	Outcome(ctx context.Context, commandID string) (o schemas.Outcome, found bool, err error)
-	// ReadModel returns the read model of kind ("articles", "carts",
-	// "orders") with id, ready to be encoded as JSON; found is false if
-	// there is none.
-	ReadModel(ctx context.Context, kind, id string) (view any, found bool, err error)
+	// decided and projected, and for a command of another tenant.
+	Outcome(ctx context.Context, tenant, commandID string) (o schemas.Outcome, found bool, err error)
+	// ReadModel returns the tenant's read model of kind ("articles",
+	// "carts", "orders") with id, ready to be encoded as JSON; found is
+	// false if there is none.
+	ReadModel(ctx context.Context, tenant, kind, id string) (view any, found bool, err error)
 	// WaitApplied waits until the read models include the command at pos
 	// and all of its events, or ctx ends; caughtUp says which.
 	WaitApplied(ctx context.Context, pos schemas.Position) (caughtUp bool, err error)
@@ -49,6 +51,8 @@ type Config struct {
 	LookupWait time.Duration
 	// Logger receives request errors. Default slog.Default().
 	Logger *slog.Logger
+	// Refusals counts refused requests by reason. Default none.
+	Refusals Refusals
 }
 
 func (c *Config) setDefaults() {
@@ -70,6 +74,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Refusals == nil {
+		c.Refusals = noRefusals{}
+	}
 }
 
 // Validate reports every configuration problem at once.
@@ -87,17 +94,39 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Refusals is an optional observer of the requests the API refuses before
+// doing anything: metrics count them by reason.
+type Refusals interface {
+	Refused(reason string)
+}
+
+// Reasons of refusals.
+const (
+	refusedUnauthenticated = "unauthenticated"
+	refusedScope           = "forbidden"
+	refusedRate            = "rate_limited"
+	refusedWaiters         = "too_many_waiters"
+)
+
+type noRefusals struct{}
+
+func (noRefusals) Refused(string) {}
+
 // Server serves the HTTP API.
 type Server struct {
-	cfg    Config
-	intake *ingest.Intake
-	reads  Reads
-	log    *slog.Logger
-	mux    *http.ServeMux
+	cfg      Config
+	intake   *ingest.Intake
+	reads    Reads
+	authn    auth.Authenticator
+	refusals Refusals
+	log      *slog.Logger
+	mux      *http.ServeMux
 }
 
 // New returns the API handler. reads may be nil: lookups then answer 503.
-func New(cfg Config, intake *ingest.Intake, reads Reads) (*Server, error) {
+// authn nil serves every request as the default tenant with every scope
+// (--auth none).
+func New(cfg Config, intake *ingest.Intake, reads Reads, authn auth.Authenticator) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -105,12 +134,12 @@ func New(cfg Config, intake *ingest.Intake, reads Reads) (*Server, error) {
 	if intake == nil {
 		return nil, errors.New("api: an intake is required")
 	}
-	s := &Server{cfg: cfg, intake: intake, reads: reads, log: cfg.Logger, mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST /v1/commands", s.postCommand)
-	s.mux.HandleFunc("POST /v1/commands:batch", s.postBatch)
-	s.mux.HandleFunc("GET /v1/commands/{id}", s.getOutcome)
+	s := &Server{cfg: cfg, intake: intake, reads: reads, authn: authn, refusals: cfg.Refusals, log: cfg.Logger, mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST /v1/commands", s.authorized(auth.ScopeCommandsWrite, s.postCommand))
+	s.mux.HandleFunc("POST /v1/commands:batch", s.authorized(auth.ScopeCommandsWrite, s.postBatch))
+	s.mux.HandleFunc("GET /v1/commands/{id}", s.authorized(auth.ScopeRead, s.getOutcome))
 	for _, kind := range readModels {
-		s.mux.HandleFunc("GET /v1/"+kind+"/{id}", s.lookup(kind))
+		s.mux.HandleFunc("GET /v1/"+kind+"/{id}", s.authorized(auth.ScopeRead, s.lookup(kind)))
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

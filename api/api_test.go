@@ -78,7 +78,7 @@ func newServer(t *testing.T, cfg api.Config, bus ingest.Bus) *api.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := api.New(cfg, intake, nil)
+	s, err := api.New(cfg, intake, nil, nil)
 	if err != nil {
 		t.Fatalf("api.New: %v", err)
 	}
@@ -190,11 +190,11 @@ func TestNewValidatesConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := api.New(cfg, intake, nil); err == nil {
+		if _, err := api.New(cfg, intake, nil, nil); err == nil {
 			t.Errorf("New(%+v) accepted an invalid config", cfg)
 		}
 	}
-	if _, err := api.New(api.Config{}, nil, nil); err == nil {
+	if _, err := api.New(api.Config{}, nil, nil, nil); err == nil {
 		t.Error("New accepted no intake")
 	}
 }
@@ -278,7 +278,7 @@ func TestPostCommandInvalidFields(t *testing.T) {
 			[]string{"/data/quantity"}},
 		{"data missing", `{"type":"cart.checkout","aggregate_id":"cart-1"}`, []string{"/data"}},
 		{"data null", `{"type":"cart.checkout","aggregate_id":"cart-1","data":null}`, []string{"/data"}},
-		{"unknown top-level field", `{"type":"cart.checkout","aggregate_id":"cart-1","data":{"customer_id":"c1"},"tenant":"x"}`, []string{"/tenant"}},
+		{"unknown top-level field", `{"type":"cart.checkout","aggregate_id":"cart-1","data":{"customer_id":"c1"},"priority":"x"}`, []string{"/priority"}},
 		{"unknown data field", `{"type":"cart.checkout","aggregate_id":"cart-1","data":{"customer_id":"c1","coupon":"x"}}`, []string{"/data/coupon"}},
 		{"number for type", `{"type":5,"aggregate_id":"cart-1","data":{}}`, []string{"/type"}},
 		{"update with no fields", `{"type":"article.update","aggregate_id":"a1","data":{}}`, []string{"/data"}},
@@ -338,7 +338,7 @@ func TestPostCommandAccepted(t *testing.T) {
 		t.Fatalf("bus received %d calls, want 1", len(calls))
 	}
 	wantCmds := []ingest.Command{{
-		ID: view.CommandID, Type: schemas.AddProductToCart, AggregateID: "cart-1",
+		ID: view.CommandID, Type: schemas.AddProductToCart, AggregateID: "cart-1", Tenant: schemas.DefaultTenant,
 		Data: mustJSON(t, schemas.AddProductV1{ProductID: "p1", Quantity: ptr[int64](2), UnitPriceCents: ptr[int64](150)}),
 	}}
 	if !reflect.DeepEqual(calls[0].cmds, wantCmds) {

@@ -21,7 +21,7 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd, fieldErrs, err := parseCommand(body)
+	cmd, fieldErrs, err := parseCommand(body, principalOf(r).Tenant)
 	if err != nil {
 		writeProblem(w, r, Problem{Type: TypeMalformedJSON, Title: "Malformed JSON", Status: http.StatusBadRequest, Detail: err.Error()})
 		return
@@ -141,7 +141,7 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	cmds := make([]ingest.Command, len(items))
 	var problems []ItemProblem
 	for i, item := range items {
-		cmd, fieldErrs, err := parseCommand(item)
+		cmd, fieldErrs, err := parseCommand(item, principalOf(r).Tenant)
 		switch {
 		case err != nil:
 			problems = append(problems, ItemProblem{Index: i, Detail: "malformed JSON: " + err.Error()})

@@ -18,7 +18,7 @@ import (
 
 // parseCommand decodes and validates one command. A non-nil error means the
 // JSON itself is malformed; field errors mean it is well-formed but invalid.
-func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
+func parseCommand(body []byte, tenant string) (ingest.Command, []schemas.FieldError, error) {
 	if err := checkDepth(body, maxJSONDepth); err != nil {
 		return ingest.Command{}, nil, err
 	}
@@ -47,7 +47,7 @@ func parseCommand(body []byte) (ingest.Command, []schemas.FieldError, error) {
 	if err != nil {
 		return ingest.Command{}, nil, err
 	}
-	cmd, err := ingest.NewCommand(req.Type, req.AggregateID, "", req.IdempotencyKey, payload)
+	cmd, err := ingest.NewCommand(req.Type, req.AggregateID, tenant, req.IdempotencyKey, payload)
 	return cmd, nil, err
 }
 

@@ -18,7 +18,7 @@ func (s *Server) getOutcome(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	o, found, err := s.reads.Outcome(r.Context(), id)
+	o, found, err := s.reads.Outcome(r.Context(), principalOf(r).Tenant, id)
 	if err != nil {
 		s.internal(w, r, err)
 		return
@@ -42,7 +42,7 @@ func (s *Server) lookup(kind string) http.HandlerFunc {
 			return
 		}
 		id := r.PathValue("id")
-		v, found, err := s.reads.ReadModel(r.Context(), kind, id)
+		v, found, err := s.reads.ReadModel(r.Context(), principalOf(r).Tenant, kind, id)
 		if err != nil {
 			s.internal(w, r, err)
 			return

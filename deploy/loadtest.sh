@@ -45,14 +45,17 @@ cleanup() {
 trap cleanup EXIT
 
 ./kappa migrate >"$LOGS/migrate.log" 2>&1
+# The load goes through authentication like any caller's: a key of the
+# default tenant, the one the correctness check reads.
+./kappa apikey create --tenant default --scopes commands:write,read --name loadtest >"$LOGS/api-key" 2>>"$LOGS/migrate.log"
 export KAPPA_PPROF=true # profiles on every role's ops address, for go tool pprof under load
 KAPPA_OPS_ADDR=$OPS_PROC ./kappa process >"$LOGS/process.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_CH ./kappa project clickhouse >"$LOGS/clickhouse.log" 2>&1 & pids+=($!)
 KAPPA_OPS_ADDR=$OPS_PG ./kappa project postgres >"$LOGS/postgres.log" 2>&1 & pids+=($!)
-KAPPA_OPS_ADDR=$OPS_INGEST ./kappa ingest --http-addr "$HTTP" >"$LOGS/ingest.log" 2>&1 & pids+=($!)
+KAPPA_OPS_ADDR=$OPS_INGEST ./kappa ingest --auth api-keys --http-addr "$HTTP" >"$LOGS/ingest.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 150); do
   curl -sf "http://$HTTP/readyz" >/dev/null && curl -sf "http://$OPS_CH/readyz" >/dev/null && curl -sf "http://$OPS_PG/readyz" >/dev/null && break
   sleep 0.2
 done
 echo "[loadtest] deployment $RUN ready; logs in $LOGS" >&2
-./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" --metrics-url "http://$OPS_PROC/metrics" --ingest-metrics-url "http://$OPS_INGEST/metrics" "$@"
+./kappa loadtest --target "http://$HTTP" --metrics-url "http://$OPS_CH/metrics" --metrics-url "http://$OPS_PG/metrics" --metrics-url "http://$OPS_PROC/metrics" --ingest-metrics-url "http://$OPS_INGEST/metrics" --api-key-file "$LOGS/api-key" "$@"

@@ -112,7 +112,7 @@ func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch click
 	prefix := kappatest.Name(t, "sys")
 	cfg := roles.Config{
 		Kafka: conn, TopicPrefix: prefix, GroupPrefix: prefix, CreateTopics: kafka.TopicConfig{Partitions: partitions},
-		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0",
+		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}},
 		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 		OnListen: func(a net.Addr) { listening <- a },

@@ -269,7 +269,7 @@ func newCluster(t *testing.T, bin, name string, instances int) *cluster {
 		"KAPPA_POSTGRES_URL=" + c.pgURL, "KAPPA_POSTGRES_SCHEMA=" + pg.Schema,
 		"KAPPA_CLICKHOUSE_ADDR=" + c.chProxy.addr(), "KAPPA_CLICKHOUSE_DATABASE=" + ch.Database,
 		"KAPPA_MAX_BATCH_RECORDS=200", "KAPPA_CLICKHOUSE_FLUSH_INTERVAL=20ms", "KAPPA_POSTGRES_FLUSH_INTERVAL=20ms", "KAPPA_SESSION_TIMEOUT=6s",
-		"KAPPA_HTTP_ADDR=" + c.ingest, "KAPPA_LOG_LEVEL=info",
+		"KAPPA_HTTP_ADDR=" + c.ingest, "KAPPA_AUTH=none", "KAPPA_LOG_LEVEL=info",
 	}
 	t.Cleanup(func() {
 		c.stopAll()

@@ -19,16 +19,17 @@ func Compression() kgo.Opt {
 // The codec between the envelopes of schemas and franz-go records, so that
 // the Kafka driver's types stay out of the event contract.
 
-// Record builds the Kafka record of an envelope: key = aggregate id, value =
-// payload, metadata in headers.
+// Record builds the Kafka record of an envelope: key = the aggregate's key
+// (schemas.KeyOf: its id, prefixed by its tenant outside the default one),
+// value = payload, metadata in headers.
 func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {
 	headers := make([]kgo.RecordHeader, 0, 12)
 	env.EachHeader(func(k string, v []byte) { headers = append(headers, kgo.RecordHeader{Key: k, Value: v}) })
-	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(env.AggregateID), Value: env.Data, Headers: headers}
+	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(schemas.KeyOf(env)), Value: env.Data, Headers: headers}
 }
 
 // Envelope parses a Kafka record's envelope and checks that its key is the
-// aggregate id.
+// aggregate's key.
 func Envelope(r *kgo.Record) (schemas.Envelope, error) {
 	var onStack [16]schemas.Header
 	hs := onStack[:0]
@@ -39,8 +40,8 @@ func Envelope(r *kgo.Record) (schemas.Envelope, error) {
 	if err != nil {
 		return env, err
 	}
-	if string(r.Key) != env.AggregateID {
-		return env, fmt.Errorf("%w: record key %q differs from aggregate id %q", schemas.ErrMalformedEnvelope, r.Key, env.AggregateID)
+	if key := schemas.KeyOf(env); string(r.Key) != key {
+		return env, fmt.Errorf("%w: record key %q differs from the aggregate's key %q", schemas.ErrMalformedEnvelope, r.Key, key)
 	}
 	return env, nil
 }

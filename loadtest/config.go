@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kappa-cqrs/kappa/secret"
 )
 
 // Step is one stage of the arrival rate: Rate commands per second for
@@ -94,6 +96,9 @@ type Config struct {
 	// http://127.0.0.1:9090/metrics, the ops address of `kappa dev`, which
 	// carries every role's metrics.
 	MetricsURLs []string `json:"metrics_urls"`
+	// APIKey is sent as Authorization: Bearer on every request. Default
+	// none (an ingest with --auth none).
+	APIKey secret.Value `json:"-"`
 	// IngestMetricsURL is ingest's metrics, on its ops address: its
 	// request latency and its process. Default the first of MetricsURLs.
 	IngestMetricsURL string `json:"ingest_metrics_url"`

@@ -250,6 +250,9 @@ func (r *recorder) send(ctx context.Context, client *http.Client, cfg Config, j 
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if !cfg.APIKey.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Reveal())
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		r.fail(j, err.Error())

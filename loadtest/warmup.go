@@ -30,6 +30,9 @@ func warmUp(ctx context.Context, client *http.Client, cfg Config, runID string) 
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	if !cfg.APIKey.IsZero() {
+		req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Reveal())
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("warm-up command: %w", err)

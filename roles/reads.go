@@ -23,27 +23,57 @@ type postgresReads struct {
 // positionPoll is how often a ?position= wait looks at the projection.
 const positionPoll = 10 * time.Millisecond
 
-func (r postgresReads) Outcome(ctx context.Context, commandID string) (schemas.Outcome, bool, error) {
+// Outcome returns the outcome of a command of tenant: one of another
+// tenant is not found, exactly as a missing one. The outcome's aggregate
+// id is the aggregate's key (schemas.AggregateKey), which names its tenant.
+func (r postgresReads) Outcome(ctx context.Context, tenant, commandID string) (schemas.Outcome, bool, error) {
 	o, err := r.store.Outcome(ctx, commandID)
-	return o, err == nil, notFound(err)
+	if err != nil {
+		return schemas.Outcome{}, false, notFound(err)
+	}
+	owner, id := schemas.SplitAggregateKey(o.AggregateID)
+	if !sameTenant(owner, tenant) {
+		return schemas.Outcome{}, false, nil
+	}
+	o.AggregateID = id
+	return o, true, nil
 }
 
-func (r postgresReads) ReadModel(ctx context.Context, kind, id string) (any, bool, error) {
+// ReadModel returns tenant's read model: rows are keyed by the aggregate's
+// key, so another tenant's id is simply not found. The ids shown are the
+// tenant's own, without the prefix.
+func (r postgresReads) ReadModel(ctx context.Context, tenant, kind, id string) (any, bool, error) {
+	key := schemas.AggregateKey(tenant, id)
 	var (
 		v   any
 		err error
 	)
 	switch kind {
 	case "articles":
-		v, err = r.store.Article(ctx, id)
+		var a postgres.Article
+		a, err = r.store.Article(ctx, key)
+		a.ID, v = id, a
 	case "carts":
-		v, err = r.store.Cart(ctx, id)
+		var c postgres.Cart
+		c, err = r.store.Cart(ctx, key)
+		c.ID, v = id, c
 	case "orders":
-		v, err = r.store.Order(ctx, id)
+		var o postgres.Order
+		o, err = r.store.Order(ctx, key)
+		_, o.CartID = schemas.SplitAggregateKey(o.CartID)
+		o.ID, v = id, o
 	default:
 		return nil, false, fmt.Errorf("no read model %q", kind)
 	}
-	return v, err == nil, notFound(err)
+	if err != nil {
+		return nil, false, notFound(err)
+	}
+	return v, true, nil
+}
+
+// sameTenant compares tenants, the default one also written as "".
+func sameTenant(a, b string) bool {
+	return schemas.AggregateKey(a, "x") == schemas.AggregateKey(b, "x")
 }
 
 func (r postgresReads) WaitApplied(ctx context.Context, pos schemas.Position) (bool, error) {

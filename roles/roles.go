@@ -51,6 +51,7 @@ type Config struct {
 	Intake              ingest.IntakeConfig
 	API                 api.Config
 	HTTP                httpserver.Config
+	Auth                AuthConfig
 	Postgres            postgres.Config
 	ClickHouse          clickhouse.Config
 
@@ -159,7 +160,7 @@ func Ingest(ctx context.Context, cfg Config) error {
 
 func runIngest(ctx context.Context, cfg Config) error {
 	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cfg.Validate(), cfg.Auth.validate()); err != nil {
 		return err
 	}
 	if err := cfg.ValidateStores(true, false); err != nil {
@@ -187,7 +188,11 @@ func runIngest(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	apiHandler, err := api.New(cfg.API, intake, pgReads)
+	authn, err := cfg.authenticator(ctx, reads)
+	if err != nil {
+		return err
+	}
+	apiHandler, err := api.New(cfg.API, intake, pgReads, authn)
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,9 @@ type CommandRequest struct {
 	// IdempotencyKey, if set, makes retries of this command safe; over
 	// HTTP it may also come in the Idempotency-Key header.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Tenant is accepted and ignored: a command's tenant comes from the
+	// caller's credential, never from what it sends.
+	Tenant json.RawMessage `json:"tenant,omitempty"`
 }
 
 // MaxIdempotencyKeyBytes bounds idempotency keys.

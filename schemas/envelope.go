@@ -229,3 +229,61 @@ func ParsePosition(s string) (Position, error) {
 	}
 	return Position{Partition: int32(p), Offset: o}, nil
 }
+
+// DefaultTenant owns what is written without a tenant: the data of
+// deployments from before tenants, and deployments that run without
+// authentication.
+const DefaultTenant = "default"
+
+// MaxTenantBytes bounds a tenant id.
+const MaxTenantBytes = 64
+
+// ValidTenant reports whether t can name a tenant: 1 to 64 ASCII letters,
+// digits, '.', '_' or '-', so that it is safe in keys, SQL and logs.
+func ValidTenant(t string) bool {
+	if t == "" || len(t) > MaxTenantBytes {
+		return false
+	}
+	for i := 0; i < len(t); i++ {
+		if !tenantByte(t[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func tenantByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+// TenantOf returns the tenant of an envelope: DefaultTenant for those
+// written without one.
+func TenantOf(e Envelope) string {
+	if e.Tenant == "" {
+		return DefaultTenant
+	}
+	return e.Tenant
+}
+
+// AggregateKey identifies an aggregate across tenants: the aggregate id
+// alone in the default tenant (as every record was keyed before tenants),
+// "<tenant>/<id>" in any other. Ids never hold '/', tenants never do, so
+// the key splits back unambiguously. It is the Kafka record key, so one
+// aggregate's records share a partition, and the key of Postgres rows.
+func AggregateKey(tenant, id string) string {
+	if tenant == "" || tenant == DefaultTenant {
+		return id
+	}
+	return tenant + "/" + id
+}
+
+// KeyOf is the AggregateKey of an envelope.
+func KeyOf(e Envelope) string { return AggregateKey(e.Tenant, e.AggregateID) }
+
+// SplitAggregateKey returns the tenant and the id of a key.
+func SplitAggregateKey(key string) (tenant, id string) {
+	if t, rest, ok := strings.Cut(key, "/"); ok {
+		return t, rest
+	}
+	return DefaultTenant, key
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/auth"
 	"github.com/kappa-cqrs/kappa/httpserver"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
@@ -36,6 +37,7 @@ func componentDefaults() kong.Vars {
 	pg := postgres.Config{}.WithDefaults()
 	ch := clickhouse.Config{}.WithDefaults()
 	hs := httpserver.Config{}.WithDefaults()
+	jwtCfg := auth.JWTConfig{}.WithDefaults()
 	return kong.Vars{
 		"topic_prefix":              r.TopicPrefix,
 		"group_prefix":              r.GroupPrefix,
@@ -61,6 +63,9 @@ func componentDefaults() kong.Vars {
 		"http_write_timeout":        duration(hs.WriteTimeout),
 		"http_idle_timeout":         duration(hs.IdleTimeout),
 		"http_max_header_bytes":     strconv.Itoa(hs.MaxHeaderBytes),
+		"jwt_tenant_claim":          jwtCfg.TenantClaim,
+		"jwt_leeway":                duration(jwtCfg.Leeway),
+		"api_key_cache_ttl":         duration(auth.NewKeys(nil, 0).CacheTTL()),
 	}
 }
 
@@ -232,4 +237,27 @@ type batchFlags struct {
 func (b batchFlags) apply(c *roles.Config) {
 	c.ClickHouseProjector.FlushInterval, c.PostgresProjector.FlushInterval = b.ClickHouseFlushInterval, b.PostgresFlushInterval
 	c.ClickHouseProjector.MaxBatchRecords, c.PostgresProjector.MaxBatchRecords = b.MaxBatchRecords, b.MaxBatchRecords
+}
+
+type authFlags struct {
+	Auth           []string      `name:"auth" env:"KAPPA_AUTH" help:"How callers authenticate: api-keys, jwt, both (api-keys,jwt), or none for an open API; ingest refuses to start without it, kappa dev takes API keys and makes one."`
+	JWTJWKSURL     string        `name:"jwt-jwks-url" env:"KAPPA_JWT_JWKS_URL" help:"URL of the identity provider's JWKS, fetched again every few minutes and when a token names an unknown key."`
+	JWTJWKSFile    string        `name:"jwt-jwks-file" env:"KAPPA_JWT_JWKS_FILE" type:"path" help:"File holding the JWKS, read again when it changes (instead of --jwt-jwks-url)."`
+	JWTIssuer      string        `name:"jwt-issuer" env:"KAPPA_JWT_ISSUER" help:"The iss every token must carry."`
+	JWTAudience    string        `name:"jwt-audience" env:"KAPPA_JWT_AUDIENCE" help:"An aud every token must carry."`
+	JWTTenantClaim string        `name:"jwt-tenant-claim" env:"KAPPA_JWT_TENANT_CLAIM" default:"${jwt_tenant_claim}" help:"The claim that names the caller's tenant."`
+	JWTLeeway      time.Duration `name:"jwt-leeway" env:"KAPPA_JWT_LEEWAY" default:"${jwt_leeway}" help:"How far clocks may disagree for exp, nbf and iat."`
+	APIKeyCacheTTL time.Duration `name:"api-key-cache-ttl" env:"KAPPA_API_KEY_CACHE_TTL" default:"${api_key_cache_ttl}" help:"How long an API key's state is remembered; a revoked key stops working within it."`
+}
+
+func (a authFlags) apply(c *roles.Config) {
+	c.Auth.Methods = nil
+	for _, m := range a.Auth {
+		if m = strings.TrimSpace(m); m != "" {
+			c.Auth.Methods = append(c.Auth.Methods, m)
+		}
+	}
+	c.Auth.JWT = auth.JWTConfig{JWKSURL: a.JWTJWKSURL, JWKSFile: a.JWTJWKSFile, Issuer: a.JWTIssuer, Audience: a.JWTAudience,
+		TenantClaim: a.JWTTenantClaim, Leeway: a.JWTLeeway}
+	c.Auth.KeyCacheTTL = a.APIKeyCacheTTL
 }

@@ -19,12 +19,18 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/segmentio/encoding/json"
 
+	"github.com/kappa-cqrs/kappa/auth"
 	"github.com/kappa-cqrs/kappa/bench"
 	"github.com/kappa-cqrs/kappa/deadletter"
 	"github.com/kappa-cqrs/kappa/loadtest"
 	"github.com/kappa-cqrs/kappa/roles"
 	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/kappa-cqrs/kappa/secret"
 )
+
+// devAPIKeyFile is where kappa dev, with the default --data-dir, keeps the
+// API key it made.
+const devAPIKeyFile = ".data/dev-api-key" //nolint:gosec // G101: a file name, not a credential
 
 type logFlags struct {
 	LogLevel  slog.Level `env:"KAPPA_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn, error."`
@@ -39,6 +45,7 @@ type cli struct {
 	Migrate   migrateCmd   `cmd:"" help:"Create the topics and apply the migrations of both stores, then exit."`
 	Dev       devCmd       `cmd:"" help:"Run every role in one process with an embedded Kafka broker."`
 	DLQ       dlqCmd       `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
+	APIKey    apiKeyCmd    `cmd:"" name:"apikey" help:"Create, list and revoke the API keys ingest accepts."`
 	Loadtest  loadtestCmd  `cmd:"" help:"Drive open-loop load through the HTTP API, measure latency and freshness, and check the stores."`
 	Bench     benchCmd     `cmd:"" help:"Measure the projections and ingest against their baselines (Kafka engine, bare inserts, bare upserts, bare producer)."`
 	BenchCase benchCaseCmd `cmd:"" name:"bench-case" hidden:"" help:"Run one bench case (used by kappa bench)."`
@@ -101,6 +108,8 @@ type loadtestCmd struct {
 	clickhouseFlags
 	Target         string        `env:"KAPPA_LOADTEST_TARGET" default:"http://127.0.0.1:8080" help:"Base URL of the HTTP API."`
 	MetricsURL     []string      `env:"KAPPA_LOADTEST_METRICS" help:"Metrics endpoints that carry kappa_projection_commands_through (default: http://127.0.0.1:9090/metrics, the ops address of kappa dev)."`
+	APIKey         string        `name:"api-key" env:"KAPPA_LOADTEST_API_KEY" help:"API key to send as Authorization: Bearer; prefer --api-key-file."`
+	APIKeyFile     string        `name:"api-key-file" env:"KAPPA_LOADTEST_API_KEY_FILE" type:"path" help:"File holding the API key (default: .data/dev-api-key when it exists, the key kappa dev made)."`
 	IngestMetrics  string        `name:"ingest-metrics-url" env:"KAPPA_LOADTEST_INGEST_METRICS" help:"Ingest's metrics endpoint, on its ops address (default: the first of --metrics-url)."`
 	Rate           float64       `default:"1000" help:"Commands per second (open loop)."`
 	Duration       time.Duration `default:"30s" help:"How long to send at --rate."`
@@ -141,6 +150,17 @@ func (c *loadtestCmd) Validate() error {
 	return errors.Join(errs...)
 }
 
+// apiKey is the key given, or else the one kappa dev wrote, so that a load
+// test against a development system needs no flag.
+func (c *loadtestCmd) apiKey() (secret.Value, error) {
+	if c.APIKey == "" && c.APIKeyFile == "" {
+		if _, err := os.Stat(devAPIKeyFile); err == nil {
+			return secret.FromFile(devAPIKeyFile)
+		}
+	}
+	return secretOf("api-key", c.APIKey, c.APIKeyFile)
+}
+
 func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 	cfg := loadtest.Config{
 		Target: c.Target, MetricsURLs: c.MetricsURL, IngestMetricsURL: c.IngestMetrics, Connections: c.Connections, BatchSize: c.BatchSize,
@@ -160,6 +180,9 @@ func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 		return err
 	}
 	cfg.Mix = mix
+	if cfg.APIKey, err = c.apiKey(); err != nil {
+		return err
+	}
 	if !c.NoCheck {
 		cfg.PostgresURL, cfg.PostgresSchema = c.PostgresURL, c.PostgresSchema
 		cfg.ClickHouseAddr, cfg.ClickHouseDatabase = strings.Join(c.ClickHouseAddr, ","), c.ClickHouseDatabase
@@ -175,6 +198,62 @@ func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 	if !res.Passed {
 		return errors.New("load test failed its checks")
 	}
+	return nil
+}
+
+type apiKeyCmd struct {
+	Create apiKeyCreateCmd `cmd:"" help:"Make an API key; prints it alone on stdout, once: it is stored only as a hash."`
+	List   apiKeyListCmd   `cmd:"" help:"List the API keys: id, tenant, name, scopes, when made and revoked."`
+	Revoke apiKeyRevokeCmd `cmd:"" help:"Revoke an API key; every ingest stops taking it within --api-key-cache-ttl."`
+}
+
+type apiKeyCreateCmd struct {
+	postgresFlags
+	Tenant string `required:"" help:"The tenant the key acts for."`
+	Scopes string `required:"" help:"Comma-separated scopes: commands:write, read."`
+	Name   string `help:"A name to tell the key by in the list."`
+}
+
+func (c *apiKeyCreateCmd) Run(ctx context.Context, cfg roles.Config) error {
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	scopes, err := auth.ParseScopes(c.Scopes)
+	if err != nil {
+		return err
+	}
+	key, err := roles.APIKeyCreate(ctx, cfg, c.Tenant, scopes, c.Name)
+	if err != nil {
+		return err
+	}
+	fmt.Println(key)
+	return nil
+}
+
+type apiKeyListCmd struct {
+	postgresFlags
+}
+
+func (c *apiKeyListCmd) Run(ctx context.Context, cfg roles.Config) error {
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	return roles.APIKeyList(ctx, cfg, os.Stdout)
+}
+
+type apiKeyRevokeCmd struct {
+	postgresFlags
+	ID string `arg:"" help:"The key's id (kappa apikey list)."`
+}
+
+func (c *apiKeyRevokeCmd) Run(ctx context.Context, cfg roles.Config) error {
+	if err := c.postgresFlags.apply(&cfg); err != nil {
+		return err
+	}
+	if err := roles.APIKeyRevoke(ctx, cfg, c.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "revoked %s\n", c.ID)
 	return nil
 }
 
@@ -275,6 +354,7 @@ type ingestCmd struct {
 	kafkaFlags
 	postgresFlags
 	httpFlags
+	authFlags
 	idempotencyFlags
 	opsFlags
 }
@@ -308,10 +388,11 @@ type devCmd struct {
 	postgresFlags
 	clickhouseFlags
 	httpFlags
+	authFlags
 	batchFlags
 	idempotencyFlags
 	processorFlags
-	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log."`
+	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log and of the development API key (dev-api-key)."`
 	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
 }
 
@@ -323,6 +404,7 @@ func (c *ingestCmd) Run(ctx context.Context, cfg roles.Config) error {
 		return err
 	}
 	c.httpFlags.apply(&cfg)
+	c.authFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
 	c.opsFlags.apply(&cfg)
 	return roles.Ingest(ctx, cfg)
@@ -384,7 +466,8 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.idempotencyFlags.apply(&cfg)
 	c.processorFlags.apply(&cfg)
 	c.devOpsFlags.apply(&cfg)
-	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort)
+	c.authFlags.apply(&cfg)
+	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort, filepath.Join(c.DataDir, filepath.Base(devAPIKeyFile)))
 }
 
 func main() {

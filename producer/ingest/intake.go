@@ -56,9 +56,9 @@ type Keys interface {
 
 // Outcomes answers retries whose first attempt is decided already.
 type Outcomes interface {
-	// Outcome returns a command's outcome; found is false while it is
-	// not decided (or not projected yet).
-	Outcome(ctx context.Context, commandID string) (o schemas.Outcome, found bool, err error)
+	// Outcome returns the outcome of a command of tenant; found is false
+	// while it is not decided (or not projected yet).
+	Outcome(ctx context.Context, tenant, commandID string) (o schemas.Outcome, found bool, err error)
 }
 
 // IntakeConfig configures an Intake. Zero values take the documented
@@ -154,7 +154,7 @@ func (in *Intake) Submit(ctx context.Context, cmd Command, wait time.Duration) (
 	}
 	s := Submitted{Command: cmds[0], Replayed: replayed[0]}
 	if s.Replayed && in.cfg.Outcomes != nil {
-		o, found, err := in.cfg.Outcomes.Outcome(ctx, s.Command.ID)
+		o, found, err := in.cfg.Outcomes.Outcome(ctx, s.Command.Tenant, s.Command.ID)
 		if err == nil && found {
 			s.Outcome, s.Position, s.Recalled = &o, o.CommandPosition, true
 			return s, nil
@@ -207,7 +207,9 @@ func (in *Intake) claim(ctx context.Context, cmds []Command) (replayed []bool, e
 			return nil, fmt.Errorf("%w: no key store is configured", ErrKeysUnavailable)
 		}
 		hash := requestHash(*c)
-		bound, boundHash, err := in.cfg.Keys.ClaimIdempotencyKey(ctx, c.IdempotencyKey, hash, c.ID, in.cfg.IdempotencyWindow)
+		// Keys are the tenant's: two tenants may use the same one.
+		key := schemas.AggregateKey(c.Tenant, c.IdempotencyKey)
+		bound, boundHash, err := in.cfg.Keys.ClaimIdempotencyKey(ctx, key, hash, c.ID, in.cfg.IdempotencyWindow)
 		switch {
 		case err != nil:
 			in.log.Error("claim idempotency key", "err", err)

@@ -60,7 +60,7 @@ func (k *memoryKeys) ClaimIdempotencyKey(_ context.Context, key string, hash []b
 
 type memoryOutcomes map[string]schemas.Outcome
 
-func (m memoryOutcomes) Outcome(_ context.Context, id string) (schemas.Outcome, bool, error) {
+func (m memoryOutcomes) Outcome(_ context.Context, _, id string) (schemas.Outcome, bool, error) {
 	o, ok := m[id]
 	return o, ok, nil
 }

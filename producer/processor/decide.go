@@ -159,7 +159,10 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		}
 		// A copy, stored back only once it has events: refusals of
 		// commands to unknown ids must not fill memory.
-		st := part.Aggregates[env.AggregateID]
+		// An aggregate is its tenant's: the same id in two tenants is two
+		// aggregates with their own state.
+		key := schemas.KeyOf(env)
+		st := part.Aggregates[key]
 		events, rejection := aggregate.Decide(&st, env.AggregateID, cmd)
 		if rejection != nil {
 			out.outcome.Status = schemas.StatusRejected
@@ -202,7 +205,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			})
 		}
 		aggregate.Retire(&st)
-		part.Aggregates[env.AggregateID] = st
+		part.Aggregates[key] = st
 		out.version = st.Version
 	}
 	// The outcomes name their events' positions, so they are produced once
@@ -218,13 +221,16 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		if err != nil {
 			return nil, fmt.Errorf("encode outcome: %w", err)
 		}
+		// The outcome goes where its command's aggregate is: the same key.
+		tenant, id := schemas.SplitAggregateKey(string(o.record.Key))
 		env := schemas.Envelope{
 			ID:               uuid.NewSHA1(eventIDSpace, []byte(o.outcome.CommandID+"/outcome/"+o.outcome.CommandPosition.String())).String(),
 			Type:             schemas.OutcomeType,
 			Source:           p.cfg.Source,
 			Time:             now,
 			SchemaVersion:    1,
-			AggregateID:      string(o.record.Key),
+			AggregateID:      id,
+			Tenant:           tenant,
 			AggregateVersion: o.version,
 			CommandID:        o.outcome.CommandID,
 			Data:             data,

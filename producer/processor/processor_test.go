@@ -529,7 +529,7 @@ func productAdded(cart string, version int64) schemas.Envelope {
 	}
 	return schemas.Envelope{
 		ID: uuid.NewString(), Type: schemas.CartProductAdded, Source: "kappa/test", Time: time.Now().UTC(),
-		SchemaVersion: 1, AggregateID: cart, AggregateVersion: version, CommandID: uuid.NewString(), Data: data,
+		SchemaVersion: 1, AggregateID: cart, Tenant: "tenant", AggregateVersion: version, CommandID: uuid.NewString(), Data: data,
 	}
 }
 
@@ -932,10 +932,12 @@ func (uncompressed) Compress(*bytes.Buffer, []byte, ...kgo.CompressFlag) ([]byte
 }
 
 // versionOf returns an aggregate's version in a rebuilt state.
+// versionOf is the version of an aggregate of the tenant the test's
+// commands carry.
 func versionOf(parts map[int32]*processor.Partition, partition int32, aggregate string) int64 {
 	p, ok := parts[partition]
 	if !ok {
 		return -1
 	}
-	return p.Aggregates[aggregate].Version
+	return p.Aggregates[schemas.AggregateKey("tenant", aggregate)].Version
 }

@@ -147,10 +147,11 @@ func Rebuild(ctx context.Context, conn kafka.Connection, topic string, partition
 				return
 			}
 			aggregates := result[r.Partition].Aggregates
-			st := aggregates[env.AggregateID]
+			key := schemas.KeyOf(env)
+			st := aggregates[key]
 			aggregate.Apply(&st, event)
 			aggregate.Retire(&st)
-			aggregates[env.AggregateID] = st
+			aggregates[key] = st
 			count++
 		})
 	}

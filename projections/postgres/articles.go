@@ -62,7 +62,7 @@ func (a *articleRounds) add(r schemas.Record) error {
 	if a.seen == nil {
 		a.seen = map[string]int{}
 	}
-	n := a.seen[e.AggregateID]
+	n := a.seen[schemas.KeyOf(e)]
 	if n == len(a.rounds) {
 		a.rounds = append(a.rounds, articleRound{})
 	}
@@ -74,7 +74,7 @@ func (a *articleRounds) add(r schemas.Record) error {
 			return err
 		}
 		pub := &round.published
-		pub.ids, pub.authors, pub.titles = append(pub.ids, e.AggregateID), append(pub.authors, p.AuthorID), append(pub.titles, p.Title)
+		pub.ids, pub.authors, pub.titles = append(pub.ids, schemas.KeyOf(e)), append(pub.authors, p.AuthorID), append(pub.titles, p.Title)
 		pub.bodies, pub.tags = append(pub.bodies, p.Body), append(pub.tags, string(tags))
 		pub.versions, pub.at = append(pub.versions, e.AggregateVersion), append(pub.at, e.Time)
 	case schemas.ArticleUpdatedV1:
@@ -88,12 +88,12 @@ func (a *articleRounds) add(r schemas.Record) error {
 			tags = &s
 		}
 		upd := &round.updated
-		upd.ids, upd.titles, upd.bodies, upd.tags = append(upd.ids, e.AggregateID), append(upd.titles, p.Title), append(upd.bodies, p.Body), append(upd.tags, tags)
+		upd.ids, upd.titles, upd.bodies, upd.tags = append(upd.ids, schemas.KeyOf(e)), append(upd.titles, p.Title), append(upd.bodies, p.Body), append(upd.tags, tags)
 		upd.versions, upd.at = append(upd.versions, e.AggregateVersion), append(upd.at, e.Time)
 	default:
 		return fmt.Errorf("no mapping for %T", p)
 	}
-	a.seen[e.AggregateID] = n + 1
+	a.seen[schemas.KeyOf(e)] = n + 1
 	return nil
 }
 

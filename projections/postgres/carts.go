@@ -125,7 +125,7 @@ func (c *cartsTouched) touch(e schemas.Envelope) {
 	if c.versions == nil {
 		c.versions, c.at, c.customers = map[string]int64{}, map[string]time.Time{}, map[string]*string{}
 	}
-	id := e.AggregateID
+	id := schemas.KeyOf(e)
 	if _, ok := c.versions[id]; !ok {
 		c.ids = append(c.ids, id)
 	}
@@ -164,7 +164,7 @@ func lockCarts(ctx context.Context, tx pgx.Tx, records []schemas.Record) (map[st
 	var firstAt []time.Time
 	seen := map[string]bool{}
 	for _, r := range records {
-		if id := r.Envelope.AggregateID; isCartEvent(r.Payload) && !seen[id] {
+		if id := schemas.KeyOf(r.Envelope); isCartEvent(r.Payload) && !seen[id] {
 			seen[id] = true
 			ids, firstAt = append(ids, id), append(firstAt, r.Envelope.Time)
 		}

@@ -204,7 +204,7 @@ func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx
 	for _, r := range records {
 		e := r.Envelope
 		if isCartEvent(r.Payload) {
-			if e.AggregateVersion <= cartVersions[e.AggregateID] {
+			if e.AggregateVersion <= cartVersions[schemas.KeyOf(e)] {
 				continue
 			}
 			carts.touch(e)
@@ -221,14 +221,14 @@ func queueRecords(records []schemas.Record, cartVersions map[string]int64) (*pgx
 			if p.Quantity <= 0 || p.UnitPriceCents < 0 {
 				err = refusedEvent(fmt.Sprintf("quantity %d and unit price %d: a line holds a positive quantity at a price of 0 or more", p.Quantity, p.UnitPriceCents))
 			}
-			lines.add(lineKey{e.AggregateID, p.ProductID}, added(p.Quantity, p.UnitPriceCents))
+			lines.add(lineKey{schemas.KeyOf(e), p.ProductID}, added(p.Quantity, p.UnitPriceCents))
 		case schemas.CartProductRemovedV1:
 			if p.Quantity <= 0 {
 				err = refusedEvent(fmt.Sprintf("quantity %d: a removal takes a positive quantity", p.Quantity))
 			}
-			lines.add(lineKey{e.AggregateID, p.ProductID}, removed(p.Quantity))
+			lines.add(lineKey{schemas.KeyOf(e), p.ProductID}, removed(p.Quantity))
 		case schemas.CartCheckedOutV1:
-			carts.checkedOut(e.AggregateID, p.CustomerID)
+			carts.checkedOut(schemas.KeyOf(e), p.CustomerID)
 			err = orders.add(e, p)
 		default:
 			err = articles.add(r)
@@ -284,7 +284,7 @@ func (o *orderRows) add(e schemas.Envelope, p schemas.CartCheckedOutV1) error {
 	if err != nil {
 		return err
 	}
-	o.ids, o.carts, o.customers = append(o.ids, p.OrderID), append(o.carts, e.AggregateID), append(o.customers, p.CustomerID)
+	o.ids, o.carts, o.customers = append(o.ids, schemas.AggregateKey(e.Tenant, p.OrderID)), append(o.carts, schemas.KeyOf(e)), append(o.customers, p.CustomerID)
 	o.lines, o.totals, o.placedAt = append(o.lines, string(lines)), append(o.totals, p.TotalCents), append(o.placedAt, e.Time)
 	return nil
 }
