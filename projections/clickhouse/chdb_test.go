@@ -22,23 +22,19 @@ func TestModernDDLOnCurrentClickHouse(t *testing.T) {
 		}
 		t.Skip("KAPPA_CHDB_PYTHON is not set; run `make test` to install chdb")
 	}
-	migrations, err := clickhouse.RenderMigrations(clickhouse.ParamsFor("kappa", 26))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var statements []string
-	for _, m := range migrations {
-		statements = append(statements, m.Statements...)
-	}
-	// The gates a writer inserts through (fence.go): the script sends the
-	// order lines through one, checks that they reach the table and its
+	// A database an earlier Kappa made, then migration 0003 over it.
+	before, upgrade := clickhouse.UpgradeSteps(t, "kappa", 26)
+	// The script writes rows of the earlier shape between the two and
+	// checks that they become the default tenant's. The gates a writer
+	// inserts through (fence.go): the script sends the order lines through
+	// one, checks that they reach the table and its
 	// view, drops the gates and checks that the gate refuses the next insert.
 	var drops []string
 	for _, table := range []string{"events", "cart_lines", "orders", "order_lines", "articles"} {
-		drops = append(drops, clickhouse.DropGate("kappa", clickhouse.GateName("w1", table), 26))
+		drops = append(drops, clickhouse.DropTable("kappa", clickhouse.GateName("w1", table), 26))
 	}
 	data, err := json.Marshal(map[string]any{
-		"ddl": statements, "create_gates": clickhouse.CreateGates("kappa", "w1"), "drop_gates": drops,
+		"ddl_before": before, "ddl_upgrade": upgrade, "create_gates": clickhouse.CreateGates("kappa", "w1"), "drop_gates": drops,
 		"order_lines_gate": clickhouse.GateName("w1", "order_lines"),
 	})
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -229,13 +230,24 @@ func stripComments(stmt string) string {
 	return strings.TrimSpace(strings.Join(lines, "\n"))
 }
 
+// staleMigrationLock is how old a migration lock may be before it is taken
+// for one its holder left behind: long enough for migration 0003 to copy
+// large tables.
+const staleMigrationLock = 30 * time.Minute
+
 // Migrate creates the database and applies the migrations it has not applied
-// yet, recording each in schema_migrations. Every statement is idempotent
+// yet, recording each in schema_migrations, under the database's migration
+// lock. Every statement is idempotent
 // (IF NOT EXISTS), so a migration interrupted before it was recorded is
 // simply applied again. goose is not used here: its ClickHouse dialect
 // records versions with INSERT ... VALUES through database/sql, which hangs
 // against ClickHouse 18.16.
 func (s *Store) Migrate(ctx context.Context) error {
+	return s.migrate(ctx, math.MaxInt)
+}
+
+// migrate applies the migrations up to version last.
+func (s *Store) migrate(ctx context.Context, last int) error {
 	major, _, err := s.ServerVersion(ctx)
 	if err != nil {
 		return err
@@ -249,6 +261,13 @@ func (s *Store) Migrate(ctx context.Context) error {
 			return fmt.Errorf("prepare clickhouse migrations: %w", err)
 		}
 	}
+	// Roles start together, and a migration that copies tables must run
+	// once at a time.
+	unlock, err := s.lock(ctx, "migration_lock", staleMigrationLock)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	applied := map[int]bool{}
 	rows, err := s.conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
 	if err != nil {
@@ -269,10 +288,20 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	}
 	for _, m := range migrations {
-		if applied[m.Version] {
+		if applied[m.Version] || m.Version > last {
 			continue
 		}
-		for _, stmt := range m.Statements {
+		steps := m.Statements
+		if m.Version == tenantsVersion {
+			have, err := s.tables(ctx)
+			if err != nil {
+				return err
+			}
+			if steps, err = TenantSteps(db, major, m, have); err != nil {
+				return err
+			}
+		}
+		for _, stmt := range steps {
 			if err := s.conn.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("clickhouse migration %s: %w", m.Name, err)
 			}

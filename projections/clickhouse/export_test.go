@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"testing"
 
 	"github.com/kappa-cqrs/kappa/schemas"
 )
@@ -25,3 +26,20 @@ func (s *Store) ApplyTypedOnly(ctx context.Context, batch []schemas.Record) erro
 
 // WriterID is the name part of a member's gates.
 func WriterID(member string) string { return writerID(member) }
+
+// MigrateTo applies the migrations up to version last, as a deployment of
+// an earlier Kappa left the database.
+func (s *Store) MigrateTo(ctx context.Context, last int) error { return s.migrate(ctx, last) }
+
+// UpgradeSteps returns the statements of a database made by an earlier
+// Kappa (migrations before 0003) and, apart, those that migration 0003
+// runs over it, as the server of the given version would.
+func UpgradeSteps(t *testing.T, db string, major int) (before, upgrade []string) {
+	t.Helper()
+	before, m, have := earlierDatabase(t, db, major)
+	upgrade, err := TenantSteps(db, major, m, have)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return before, upgrade
+}

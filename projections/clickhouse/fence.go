@@ -83,12 +83,12 @@ func CreateGates(db, writer string) []string {
 	return stmts
 }
 
-// DropGate returns the statement that drops a gate and waits for the
-// inserts into it that are running. In an Atomic database (the default
-// from 20.10) a DROP only detaches the table unless it says SYNC; SYNC is
-// understood from 20.x and chosen here from 21.
-func DropGate(db, gate string, major int) string {
-	stmt := fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, gate)
+// DropTable returns the statement that drops a table (a gate, say) if it
+// exists and waits for the inserts into it that are running. In an Atomic
+// database (the default from 20.10) a DROP only detaches the table unless
+// it says SYNC; SYNC is understood from 20.x and chosen here from 21.
+func DropTable(db, table string, major int) string {
+	stmt := fmt.Sprintf("DROP TABLE IF EXISTS %s.%s", db, table)
 	if major >= 21 {
 		stmt += " SYNC"
 	}
@@ -126,7 +126,7 @@ func (s *Store) Fence(ctx context.Context, member string, live []string) error {
 		if keep[owner] {
 			continue
 		}
-		if err := s.conn.Exec(ctx, DropGate(s.cfg.Database, g, major)); err != nil {
+		if err := s.conn.Exec(ctx, DropTable(s.cfg.Database, g, major)); err != nil {
 			return fmt.Errorf("drop gate %s of a former writer: %w", g, err)
 		}
 		s.log.Info("fenced off a former writer", "gate", g)

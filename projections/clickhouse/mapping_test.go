@@ -34,7 +34,7 @@ func mapEnvelope(typ, aggregateID string) schemas.Envelope {
 
 // eventsRow is the row every event adds to the events table.
 func eventsRow(e schemas.Envelope) row {
-	return row{tableEvents, []any{e.ID, e.Type, uint16(1), e.AggregateID, uint64(3), "cmd-1", "acme", "kappa/processor",
+	return row{tableEvents, []any{"acme", e.ID, e.Type, uint16(1), e.AggregateID, uint64(3), "cmd-1", "kappa/processor",
 		mapTime, `{"k":"v"}`, "kappa.events", int32(2), int64(41)}}
 }
 
@@ -56,7 +56,7 @@ func TestMapRecord(t *testing.T) {
 			name: "product added", env: added,
 			payload: schemas.CartProductAddedV1{ProductID: "p1", Quantity: 2, UnitPriceCents: 150},
 			want: []row{
-				{tableCartLines, []any{"ev-1", schemas.CartProductAdded, "cart-1", "p1", int64(2), int64(150), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableCartLines, []any{"acme", "ev-1", schemas.CartProductAdded, "cart-1", "p1", int64(2), int64(150), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(added),
 			},
 		},
@@ -64,7 +64,7 @@ func TestMapRecord(t *testing.T) {
 			name: "product removed is a negative delta without a price", env: removed,
 			payload: schemas.CartProductRemovedV1{ProductID: "p1", Quantity: 2},
 			want: []row{
-				{tableCartLines, []any{"ev-1", schemas.CartProductRemoved, "cart-1", "p1", int64(-2), int64(0), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableCartLines, []any{"acme", "ev-1", schemas.CartProductRemoved, "cart-1", "p1", int64(-2), int64(0), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(removed),
 			},
 		},
@@ -75,9 +75,9 @@ func TestMapRecord(t *testing.T) {
 				{ProductID: "p1", Quantity: 3, UnitPriceCents: 25},
 			}},
 			want: []row{
-				{tableOrderLines, []any{"ev-1", "order-1", "c1", "p2", int64(2), int64(150), int64(300), mapTime, int32(2), int64(41)}},
-				{tableOrderLines, []any{"ev-1", "order-1", "c1", "p1", int64(3), int64(25), int64(75), mapTime, int32(2), int64(41)}},
-				{tableOrders, []any{"ev-1", "order-1", "cart-1", "c1", int64(375), uint32(2), int64(5), mapTime, int32(2), int64(41)}},
+				{tableOrderLines, []any{"acme", "ev-1", "order-1", "c1", "p2", int64(2), int64(150), int64(300), mapTime, int32(2), int64(41)}},
+				{tableOrderLines, []any{"acme", "ev-1", "order-1", "c1", "p1", int64(3), int64(25), int64(75), mapTime, int32(2), int64(41)}},
+				{tableOrders, []any{"acme", "ev-1", "order-1", "cart-1", "c1", int64(375), uint32(2), int64(5), mapTime, int32(2), int64(41)}},
 				eventsRow(checkedOut),
 			},
 		},
@@ -85,7 +85,7 @@ func TestMapRecord(t *testing.T) {
 			name: "checked out with no lines", env: checkedOut,
 			payload: schemas.CartCheckedOutV1{CustomerID: "c1", OrderID: "order-1"},
 			want: []row{
-				{tableOrders, []any{"ev-1", "order-1", "cart-1", "c1", int64(0), uint32(0), int64(0), mapTime, int32(2), int64(41)}},
+				{tableOrders, []any{"acme", "ev-1", "order-1", "cart-1", "c1", int64(0), uint32(0), int64(0), mapTime, int32(2), int64(41)}},
 				eventsRow(checkedOut),
 			},
 		},
@@ -93,7 +93,7 @@ func TestMapRecord(t *testing.T) {
 			name: "article published", env: published,
 			payload: schemas.ArticlePublishedV1{AuthorID: "u1", Title: "Hello", Body: "long body", Tags: []string{"go", "kafka"}},
 			want: []row{
-				{tableArticles, []any{"ev-1", schemas.ArticlePublished, "article-1", "u1", strPtr("Hello"), []string{"go", "kafka"}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableArticles, []any{"acme", "ev-1", schemas.ArticlePublished, "article-1", "u1", strPtr("Hello"), []string{"go", "kafka"}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(published),
 			},
 		},
@@ -101,7 +101,7 @@ func TestMapRecord(t *testing.T) {
 			name: "article published without tags stores an empty array", env: published,
 			payload: schemas.ArticlePublishedV1{AuthorID: "u1", Title: "Hello", Body: "B"},
 			want: []row{
-				{tableArticles, []any{"ev-1", schemas.ArticlePublished, "article-1", "u1", strPtr("Hello"), []string{}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableArticles, []any{"acme", "ev-1", schemas.ArticlePublished, "article-1", "u1", strPtr("Hello"), []string{}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(published),
 			},
 		},
@@ -109,7 +109,7 @@ func TestMapRecord(t *testing.T) {
 			name: "article title updated, tags unchanged", env: updated,
 			payload: schemas.ArticleUpdatedV1{Title: strPtr("New")},
 			want: []row{
-				{tableArticles, []any{"ev-1", schemas.ArticleUpdated, "article-1", "", strPtr("New"), []string{}, uint8(0), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableArticles, []any{"acme", "ev-1", schemas.ArticleUpdated, "article-1", "", strPtr("New"), []string{}, uint8(0), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(updated),
 			},
 		},
@@ -117,7 +117,7 @@ func TestMapRecord(t *testing.T) {
 			name: "article tags updated, title unchanged", env: updated,
 			payload: schemas.ArticleUpdatedV1{Body: strPtr("B2"), Tags: &[]string{"x"}},
 			want: []row{
-				{tableArticles, []any{"ev-1", schemas.ArticleUpdated, "article-1", "", (*string)(nil), []string{"x"}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableArticles, []any{"acme", "ev-1", schemas.ArticleUpdated, "article-1", "", (*string)(nil), []string{"x"}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(updated),
 			},
 		},
@@ -125,8 +125,16 @@ func TestMapRecord(t *testing.T) {
 			name: "article tags cleared", env: updated,
 			payload: schemas.ArticleUpdatedV1{Tags: &[]string{}},
 			want: []row{
-				{tableArticles, []any{"ev-1", schemas.ArticleUpdated, "article-1", "", (*string)(nil), []string{}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableArticles, []any{"acme", "ev-1", schemas.ArticleUpdated, "article-1", "", (*string)(nil), []string{}, uint8(1), uint64(3), mapTime, int32(2), int64(41)}},
 				eventsRow(updated),
+			},
+		},
+		{
+			name: "an envelope without a tenant is the default tenant's", env: func() schemas.Envelope { e := added; e.Tenant = ""; return e }(),
+			payload: schemas.CartProductAddedV1{ProductID: "p1", Quantity: 2, UnitPriceCents: 150},
+			want: []row{
+				{tableCartLines, []any{schemas.DefaultTenant, "ev-1", schemas.CartProductAdded, "cart-1", "p1", int64(2), int64(150), uint64(3), mapTime, int32(2), int64(41)}},
+				{tableEvents, append([]any{schemas.DefaultTenant}, eventsRow(added).values[1:]...)},
 			},
 		},
 		{
@@ -186,7 +194,7 @@ func TestRowsOfABatchKeepTheirOwnTitles(t *testing.T) {
 	var got []string
 	for _, r := range rows {
 		if r.table == tableArticles {
-			got = append(got, *r.values[4].(*string))
+			got = append(got, *r.values[slices.Index(columns[tableArticles], "title")].(*string))
 		}
 	}
 	if !reflect.DeepEqual(got, titles) {
@@ -278,7 +286,9 @@ func TestRenderMigrationsUsesTheDatabaseName(t *testing.T) {
 var createTableRE = regexp.MustCompile(`(?s)^CREATE TABLE IF NOT EXISTS \w+\.(\w+) \((.*)\)\s*ENGINE`)
 
 // createTables parses the CREATE TABLE statements of migrations into column
-// name to column type, per table. Backquotes around names are removed.
+// name to column type, per table, as the migrations leave them: a table
+// built as <table>_tenants replaces <table>. Backquotes around names are
+// removed.
 func createTables(t *testing.T, migrations []Migration) map[string]map[string]string {
 	t.Helper()
 	tables := map[string]map[string]string{}
@@ -303,7 +313,7 @@ func createTables(t *testing.T, migrations []Migration) map[string]map[string]st
 				}
 				cols[strings.Trim(name, "`")] = strings.TrimSpace(typ)
 			}
-			tables[match[1]] = cols
+			tables[strings.TrimSuffix(match[1], "_tenants")] = cols
 		}
 	}
 	return tables

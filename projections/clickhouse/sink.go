@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -25,11 +26,11 @@ const (
 )
 
 var columns = map[string][]string{
-	tableEvents:     {"event_id", "event_type", "schema_version", "aggregate_id", "aggregate_version", "command_id", "tenant", "source", "occurred_at", "payload", "topic", "`partition`", "`offset`"},
-	tableCartLines:  {"event_id", "event_type", "cart_id", "product_id", "quantity_delta", "unit_price_cents", "cart_version", "occurred_at", "`partition`", "`offset`"},
-	tableOrders:     {"event_id", "order_id", "cart_id", "customer_id", "total_cents", "line_count", "item_count", "placed_at", "`partition`", "`offset`"},
-	tableOrderLines: {"event_id", "order_id", "customer_id", "product_id", "quantity", "unit_price_cents", "revenue_cents", "placed_at", "`partition`", "`offset`"},
-	tableArticles:   {"event_id", "event_type", "article_id", "author_id", "title", "tags", "tags_changed", "article_version", "occurred_at", "`partition`", "`offset`"},
+	tableEvents:     {"tenant", "event_id", "event_type", "schema_version", "aggregate_id", "aggregate_version", "command_id", "source", "occurred_at", "payload", "topic", "`partition`", "`offset`"},
+	tableCartLines:  {"tenant", "event_id", "event_type", "cart_id", "product_id", "quantity_delta", "unit_price_cents", "cart_version", "occurred_at", "`partition`", "`offset`"},
+	tableOrders:     {"tenant", "event_id", "order_id", "cart_id", "customer_id", "total_cents", "line_count", "item_count", "placed_at", "`partition`", "`offset`"},
+	tableOrderLines: {"tenant", "event_id", "order_id", "customer_id", "product_id", "quantity", "unit_price_cents", "revenue_cents", "placed_at", "`partition`", "`offset`"},
+	tableArticles:   {"tenant", "event_id", "event_type", "article_id", "author_id", "title", "tags", "tags_changed", "article_version", "occurred_at", "`partition`", "`offset`"},
 }
 
 var insertOrder = []string{tableCartLines, tableOrders, tableOrderLines, tableArticles, tableEvents}
@@ -42,37 +43,39 @@ type row struct {
 
 // mapRecord maps one record to its rows. Outcome records and parked
 // records have none: they are not events (a parked record's position still
-// counts, through the batch's positions).
+// counts, through the batch's positions). Every row carries the tenant;
+// ids are the aggregate's own, unique within it.
 func mapRecord(r schemas.Record) []row {
 	e := r.Envelope
+	tenant := schemas.TenantOf(e)
 	part, off := r.Position.Partition, r.Position.Offset
 	var rows []row
 	switch p := r.Payload.(type) {
 	case schemas.Parked, schemas.Outcome:
 		return nil
 	case schemas.CartProductAddedV1:
-		rows = append(rows, row{tableCartLines, []any{e.ID, e.Type, e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, uint64(e.AggregateVersion), e.Time, part, off}})
+		rows = append(rows, row{tableCartLines, []any{tenant, e.ID, e.Type, e.AggregateID, p.ProductID, p.Quantity, p.UnitPriceCents, uint64(e.AggregateVersion), e.Time, part, off}})
 	case schemas.CartProductRemovedV1:
-		rows = append(rows, row{tableCartLines, []any{e.ID, e.Type, e.AggregateID, p.ProductID, -p.Quantity, int64(0), uint64(e.AggregateVersion), e.Time, part, off}})
+		rows = append(rows, row{tableCartLines, []any{tenant, e.ID, e.Type, e.AggregateID, p.ProductID, -p.Quantity, int64(0), uint64(e.AggregateVersion), e.Time, part, off}})
 	case schemas.CartCheckedOutV1:
 		var items int64
 		for _, l := range p.Lines {
 			items += l.Quantity
-			rows = append(rows, row{tableOrderLines, []any{e.ID, p.OrderID, p.CustomerID, l.ProductID, l.Quantity, l.UnitPriceCents, l.Quantity * l.UnitPriceCents, e.Time, part, off}})
+			rows = append(rows, row{tableOrderLines, []any{tenant, e.ID, p.OrderID, p.CustomerID, l.ProductID, l.Quantity, l.UnitPriceCents, l.Quantity * l.UnitPriceCents, e.Time, part, off}})
 		}
-		rows = append(rows, row{tableOrders, []any{e.ID, p.OrderID, e.AggregateID, p.CustomerID, p.TotalCents, uint32(len(p.Lines)), items, e.Time, part, off}})
+		rows = append(rows, row{tableOrders, []any{tenant, e.ID, p.OrderID, e.AggregateID, p.CustomerID, p.TotalCents, uint32(len(p.Lines)), items, e.Time, part, off}})
 	case schemas.ArticlePublishedV1:
-		rows = append(rows, row{tableArticles, []any{e.ID, e.Type, e.AggregateID, p.AuthorID, &p.Title, nonNil(p.Tags), uint8(1), uint64(e.AggregateVersion), e.Time, part, off}})
+		rows = append(rows, row{tableArticles, []any{tenant, e.ID, e.Type, e.AggregateID, p.AuthorID, &p.Title, nonNil(p.Tags), uint8(1), uint64(e.AggregateVersion), e.Time, part, off}})
 	case schemas.ArticleUpdatedV1:
 		var tags []string
 		var changed uint8
 		if p.Tags != nil {
 			tags, changed = *p.Tags, 1
 		}
-		rows = append(rows, row{tableArticles, []any{e.ID, e.Type, e.AggregateID, "", p.Title, nonNil(tags), changed, uint64(e.AggregateVersion), e.Time, part, off}})
+		rows = append(rows, row{tableArticles, []any{tenant, e.ID, e.Type, e.AggregateID, "", p.Title, nonNil(tags), changed, uint64(e.AggregateVersion), e.Time, part, off}})
 	}
 	// Every event, known to a typed table or not, lands in the events table.
-	rows = append(rows, row{tableEvents, []any{e.ID, e.Type, uint16(e.SchemaVersion), e.AggregateID, uint64(e.AggregateVersion), e.CommandID, e.Tenant, e.Source, e.Time, string(e.Data), r.Topic, part, off}})
+	rows = append(rows, row{tableEvents, []any{tenant, e.ID, e.Type, uint16(e.SchemaVersion), e.AggregateID, uint64(e.AggregateVersion), e.CommandID, e.Source, e.Time, string(e.Data), r.Topic, part, off}})
 	return rows
 }
 
@@ -301,13 +304,14 @@ func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error
 		if len(rows) == 0 {
 			continue
 		}
-		present, err := s.presentEventIDs(ctx, t, rows)
+		id := slices.Index(columns[t], "event_id")
+		present, err := s.presentEventIDs(ctx, t, rows, id)
 		if err != nil {
 			return err
 		}
 		var missing [][]any
 		for _, row := range rows {
-			if !present[row[0].(string)] {
+			if !present[row[id].(string)] {
 				missing = append(missing, row)
 			}
 		}
@@ -318,11 +322,11 @@ func (s *Store) ApplyRedriven(ctx context.Context, batch []schemas.Record) error
 	return nil
 }
 
-// presentEventIDs returns which event ids of rows (column 0) a table has.
-func (s *Store) presentEventIDs(ctx context.Context, table string, rows [][]any) (map[string]bool, error) {
+// presentEventIDs returns which event ids of rows (column id) a table has.
+func (s *Store) presentEventIDs(ctx context.Context, table string, rows [][]any, id int) (map[string]bool, error) {
 	quoted := make([]string, 0, len(rows))
 	for _, row := range rows {
-		quoted = append(quoted, "'"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(row[0].(string))+"'")
+		quoted = append(quoted, "'"+strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(row[id].(string))+"'")
 	}
 	res, err := s.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT event_id FROM %s.%s WHERE event_id IN (%s)", s.cfg.Database, table, strings.Join(quoted, ", ")))
 	if err != nil {
@@ -347,28 +351,33 @@ const staleRedriveLock = 2 * time.Minute
 // codeTableAlreadyExists is ClickHouse's TABLE_ALREADY_EXISTS.
 const codeTableAlreadyExists = 57
 
-// lockRedrive takes the database's redrive lock: a table that only one
-// CREATE TABLE can make, ClickHouse having no other lock a client can hold.
-// A lock older than staleRedriveLock is broken.
+// lockRedrive takes the database's redrive lock.
 func (s *Store) lockRedrive(ctx context.Context) (unlock func(), err error) {
-	name := s.cfg.Database + ".redrive_lock"
+	return s.lock(ctx, "redrive_lock", staleRedriveLock)
+}
+
+// lock takes a lock of the database: a table that only one CREATE TABLE
+// can make, ClickHouse having no other lock a client can hold. A lock
+// older than stale is broken: its holder died.
+func (s *Store) lock(ctx context.Context, table string, stale time.Duration) (unlock func(), err error) {
+	name := s.cfg.Database + "." + table
 	for {
 		err := s.conn.Exec(ctx, "CREATE TABLE "+name+" (taken UInt8) ENGINE = Memory")
 		if err == nil {
 			return func() {
 				if err := s.conn.Exec(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS "+name); err != nil {
-					s.log.Warn("release the redrive lock; it is broken after "+staleRedriveLock.String(), "err", err)
+					s.log.Warn("release the lock "+table+"; it is broken after "+stale.String(), "err", err)
 				}
 			}, nil
 		}
 		var ex *ch.Exception
 		if !errors.As(err, &ex) || ex.Code != codeTableAlreadyExists {
-			return nil, fmt.Errorf("take the redrive lock: %w", err)
+			return nil, fmt.Errorf("take the lock %s: %w", table, err)
 		}
 		var age int64
-		if err := s.conn.QueryRow(ctx, "SELECT toInt64(now() - metadata_modification_time) FROM system.tables WHERE database = ? AND name = 'redrive_lock'",
-			s.cfg.Database).Scan(&age); err == nil && time.Duration(age)*time.Second > staleRedriveLock {
-			s.log.Warn("breaking a redrive lock its holder left behind", "age_seconds", age)
+		if err := s.conn.QueryRow(ctx, "SELECT toInt64(now() - metadata_modification_time) FROM system.tables WHERE database = ? AND name = ?",
+			s.cfg.Database, table).Scan(&age); err == nil && time.Duration(age)*time.Second > stale {
+			s.log.Warn("breaking a lock its holder left behind", "lock", table, "age_seconds", age)
 			_ = s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+name)
 			continue
 		}
