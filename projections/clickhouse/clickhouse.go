@@ -233,7 +233,7 @@ func stripComments(stmt string) string {
 // staleMigrationLock is how old a migration lock may be before it is taken
 // for one its holder left behind: long enough for migration 0003 to copy
 // large tables.
-const staleMigrationLock = 30 * time.Minute
+const staleMigrationLock = 10 * time.Minute
 
 // Migrate creates the database and applies the migrations it has not applied
 // yet, recording each in schema_migrations, under the database's migration
@@ -261,30 +261,26 @@ func (s *Store) migrate(ctx context.Context, last int) error {
 			return fmt.Errorf("prepare clickhouse migrations: %w", err)
 		}
 	}
+	migrations, err := RenderMigrations(ParamsFor(db, major))
+	if err != nil {
+		return err
+	}
+	pending := func(applied map[int]bool) bool {
+		return slices.ContainsFunc(migrations, func(m Migration) bool { return !applied[m.Version] && m.Version <= last })
+	}
+	applied, err := s.appliedMigrations(ctx)
+	if err != nil || !pending(applied) {
+		return err
+	}
 	// Roles start together, and a migration that copies tables must run
-	// once at a time.
+	// once at a time. The lock is taken only when there is work, so a
+	// process killed during an ordinary start leaves none behind.
 	unlock, err := s.lock(ctx, "migration_lock", staleMigrationLock)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	applied := map[int]bool{}
-	rows, err := s.conn.Query(ctx, "SELECT version FROM "+db+".schema_migrations")
-	if err != nil {
-		return fmt.Errorf("read applied clickhouse migrations: %w", err)
-	}
-	for rows.Next() {
-		var v uint32
-		if err := rows.Scan(&v); err != nil {
-			return err
-		}
-		applied[int(v)] = true
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	migrations, err := RenderMigrations(ParamsFor(db, major))
-	if err != nil {
+	if applied, err = s.appliedMigrations(ctx); err != nil {
 		return err
 	}
 	for _, m := range migrations {
@@ -319,6 +315,24 @@ func (s *Store) migrate(ctx context.Context, last int) error {
 		s.log.Info("applied migration", "store", "clickhouse", "migration", m.Name, "server_major", major)
 	}
 	return nil
+}
+
+// appliedMigrations returns the versions schema_migrations records.
+func (s *Store) appliedMigrations(ctx context.Context) (map[int]bool, error) {
+	applied := map[int]bool{}
+	rows, err := s.conn.Query(ctx, "SELECT version FROM "+s.cfg.Database+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read applied clickhouse migrations: %w", err)
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		applied[int(v)] = true
+	}
+	return applied, rows.Err()
 }
 
 // DefaultFlushInterval is how long the projector collects a batch for
