@@ -45,9 +45,10 @@ test-short: ## Run the tests that need no servers.
 
 FUZZTIME ?= 60s
 .PHONY: fuzz
-fuzz: ## Fuzz command decoding and the command endpoints (FUZZTIME each, default 60s).
+fuzz: ## Fuzz command decoding, the command endpoints and the Authorization header (FUZZTIME each, default 60s).
 	$(GO) test -run '^$$' -fuzz FuzzValidateCommand -fuzztime $(FUZZTIME) ./schemas/
 	$(GO) test -run '^$$' -fuzz FuzzPostCommands -fuzztime $(FUZZTIME) ./api/
+	$(GO) test -run '^$$' -fuzz FuzzAuthorizationHeader -fuzztime $(FUZZTIME) ./api/
 
 LOADTEST_ARGS ?= --rate 2000 --duration 60s --batch-size 50
 .PHONY: loadtest

@@ -6,7 +6,9 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -53,6 +55,25 @@ type Config struct {
 	Logger *slog.Logger
 	// Refusals counts refused requests by reason. Default none.
 	Refusals Refusals
+
+	// CommandRate is how many commands a second one credential may send
+	// (a token bucket; a batch takes one token per command). Default
+	// 10000; negative: no limit.
+	CommandRate float64
+	// CommandBurst is how many commands a credential may send at once
+	// after a pause; at least MaxBatchCommands. Default twice CommandRate,
+	// and at least MaxBatchCommands.
+	CommandBurst int
+	// ReadRate is how many reads a second one credential may make.
+	// Default 1000; negative: no limit.
+	ReadRate float64
+	// ReadBurst is how many reads a credential may make at once after a
+	// pause. Default twice ReadRate.
+	ReadBurst int
+	// MaxPositionWaiters is how many lookups with ?position= of one
+	// credential may wait at the same time; more are answered 429.
+	// Default 32.
+	MaxPositionWaiters int
 }
 
 func (c *Config) setDefaults() {
@@ -77,6 +98,21 @@ func (c *Config) setDefaults() {
 	if c.Refusals == nil {
 		c.Refusals = noRefusals{}
 	}
+	if c.CommandRate == 0 {
+		c.CommandRate = 10000
+	}
+	if c.CommandBurst == 0 && c.CommandRate > 0 {
+		c.CommandBurst = max(c.MaxBatchCommands, int(math.Ceil(2*c.CommandRate)))
+	}
+	if c.ReadRate == 0 {
+		c.ReadRate = 1000
+	}
+	if c.ReadBurst == 0 && c.ReadRate > 0 {
+		c.ReadBurst = max(1, int(math.Ceil(2*c.ReadRate)))
+	}
+	if c.MaxPositionWaiters == 0 {
+		c.MaxPositionWaiters = 32
+	}
 }
 
 // Validate reports every configuration problem at once.
@@ -90,6 +126,16 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWait < 0 || c.LookupWait < 0 {
 		errs = append(errs, errors.New("api: waits must not be negative"))
+	}
+	if c.CommandRate > 0 && c.CommandBurst < c.MaxBatchCommands {
+		errs = append(errs, fmt.Errorf("api: the command burst (%d) must hold the largest batch (%d commands), or that batch could never be sent",
+			c.CommandBurst, c.MaxBatchCommands))
+	}
+	if c.ReadRate > 0 && c.ReadBurst < 1 {
+		errs = append(errs, errors.New("api: the read burst must be at least 1"))
+	}
+	if c.MaxPositionWaiters < 1 {
+		errs = append(errs, errors.New("api: MaxPositionWaiters must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -121,6 +167,9 @@ type Server struct {
 	refusals Refusals
 	log      *slog.Logger
 	mux      *http.ServeMux
+
+	commandBuckets, readBuckets *buckets
+	positionWaiters             *waiters
 }
 
 // New returns the API handler. reads may be nil: lookups then answer 503.
@@ -134,12 +183,15 @@ func New(cfg Config, intake *ingest.Intake, reads Reads, authn auth.Authenticato
 	if intake == nil {
 		return nil, errors.New("api: an intake is required")
 	}
-	s := &Server{cfg: cfg, intake: intake, reads: reads, authn: authn, refusals: cfg.Refusals, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, intake: intake, reads: reads, authn: authn, refusals: cfg.Refusals, log: cfg.Logger, mux: http.NewServeMux(),
+		commandBuckets: newBuckets(cfg.CommandRate, cfg.CommandBurst), readBuckets: newBuckets(cfg.ReadRate, cfg.ReadBurst),
+		positionWaiters: &waiters{max: cfg.MaxPositionWaiters, byKey: map[string]int{}}}
+	// Commands are counted once parsed, a batch by its commands.
 	s.mux.HandleFunc("POST /v1/commands", s.authorized(auth.ScopeCommandsWrite, s.postCommand))
 	s.mux.HandleFunc("POST /v1/commands:batch", s.authorized(auth.ScopeCommandsWrite, s.postBatch))
-	s.mux.HandleFunc("GET /v1/commands/{id}", s.authorized(auth.ScopeRead, s.getOutcome))
+	s.mux.HandleFunc("GET /v1/commands/{id}", s.authorized(auth.ScopeRead, s.read(s.getOutcome)))
 	for _, kind := range readModels {
-		s.mux.HandleFunc("GET /v1/"+kind+"/{id}", s.authorized(auth.ScopeRead, s.lookup(kind)))
+		s.mux.HandleFunc("GET /v1/"+kind+"/{id}", s.authorized(auth.ScopeRead, s.read(s.lookup(kind))))
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -127,8 +127,9 @@ func problem(t *testing.T, rec *httptest.ResponseRecorder, status int, typ, inst
 	if p.Instance != instance {
 		t.Errorf("problem instance = %q, want %q", p.Instance, instance)
 	}
-	if (status == http.StatusServiceUnavailable) != (rec.Header().Get("Retry-After") != "") {
-		t.Errorf("status %d with Retry-After %q; want Retry-After exactly on 503", status, rec.Header().Get("Retry-After"))
+	retryable := status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests
+	if retryable != (rec.Header().Get("Retry-After") != "") {
+		t.Errorf("status %d with Retry-After %q; want Retry-After exactly on 503 and 429", status, rec.Header().Get("Retry-After"))
 	}
 	return p
 }

@@ -45,6 +45,9 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 		}
 		cmd.IdempotencyKey = key
 	}
+	if !s.admitCommands(w, r, 1) {
+		return
+	}
 	wait, waitApplied := s.preferWait(r)
 	sub, err := s.intake.Submit(r.Context(), cmd, wait)
 	if err != nil {
@@ -153,6 +156,9 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 	if len(problems) > 0 {
 		writeProblem(w, r, Problem{Type: TypeInvalidCommand, Title: "Invalid batch", Status: http.StatusUnprocessableEntity,
 			Detail: fmt.Sprintf("%d of %d commands are invalid; nothing was written", len(problems), len(cmds)), Items: problems})
+		return
+	}
+	if !s.admitCommands(w, r, len(cmds)) {
 		return
 	}
 	wait, _ := s.preferWait(r)

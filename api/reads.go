@@ -71,6 +71,13 @@ func (s *Server) waitForPosition(w http.ResponseWriter, r *http.Request) bool {
 	if !applied {
 		wait = s.cfg.LookupWait
 	}
+	credential := credentialOf(r)
+	if !s.positionWaiters.enter(credential) {
+		s.tooMany(w, r, refusedWaiters, time.Second,
+			fmt.Sprintf("this credential has %d lookups waiting for a position already", s.cfg.MaxPositionWaiters))
+		return false
+	}
+	defer s.positionWaiters.leave(credential)
 	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	caughtUp, err := s.reads.WaitApplied(ctx, pos)

@@ -2,14 +2,8 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -26,41 +20,6 @@ import (
 	"github.com/kappa-cqrs/kappa/kappatest"
 )
 
-type memoryKeys struct {
-	mu   sync.Mutex
-	keys map[string]auth.StoredKey
-	hits int
-}
-
-func (m *memoryKeys) APIKey(_ context.Context, id string) (auth.StoredKey, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.hits++
-	k, ok := m.keys[id]
-	return k, ok, nil
-}
-
-func (m *memoryKeys) add(t *testing.T, tenant string, scopes ...string) (credential, id string) {
-	t.Helper()
-	credential, id, hash, err := auth.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.keys[id] = auth.StoredKey{ID: id, Tenant: tenant, Scopes: scopes, SecretHash: hash, CreatedAt: time.Now()}
-	return credential, id
-}
-
-func (m *memoryKeys) revoke(id string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	k := m.keys[id]
-	now := time.Now()
-	k.RevokedAt = &now
-	m.keys[id] = k
-}
-
 func reason(err error) string {
 	var e *auth.Error
 	if errors.As(err, &e) {
@@ -70,9 +29,9 @@ func reason(err error) string {
 }
 
 func TestAPIKeys(t *testing.T) {
-	store := &memoryKeys{keys: map[string]auth.StoredKey{}}
+	store := kappatest.NewKeys()
 	keys := auth.NewKeys(store, 50*time.Millisecond)
-	good, id := store.add(t, "acme", auth.ScopeRead)
+	good, id := store.Add(t, "acme", auth.ScopeRead)
 	p, err := keys.Authenticate(t.Context(), good)
 	if err != nil || p.Tenant != "acme" || !p.Has(auth.ScopeRead) || p.Has(auth.ScopeCommandsWrite) || p.Subject != "apikey:"+id {
 		t.Fatalf("a good key: %+v, %v", p, err)
@@ -94,7 +53,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 	}
 	// Revoked: refused once the cache entry is older than its TTL.
-	store.revoke(id)
+	store.Revoke(id)
 	kappatest.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if _, err := keys.Authenticate(t.Context(), good); reason(err) != "revoked API key" {
 			return fmt.Errorf("a revoked key: %w", err)
@@ -104,105 +63,51 @@ func TestAPIKeys(t *testing.T) {
 }
 
 func TestTheCacheSparesTheStore(t *testing.T) {
-	store := &memoryKeys{keys: map[string]auth.StoredKey{}}
+	store := kappatest.NewKeys()
 	keys := auth.NewKeys(store, time.Hour)
-	good, _ := store.add(t, "acme", auth.ScopeRead)
+	good, _ := store.Add(t, "acme", auth.ScopeRead)
 	for range 100 {
 		if _, err := keys.Authenticate(t.Context(), good); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if store.hits != 1 {
-		t.Fatalf("the store was asked %d times for one key, want once", store.hits)
+	if store.Hits() != 1 {
+		t.Fatalf("the store was asked %d times for one key, want once", store.Hits())
 	}
-}
-
-// issuer signs tokens and publishes its public keys as a JWKS.
-type issuer struct {
-	key *ecdsa.PrivateKey
-	kid string
-}
-
-func newIssuer(t *testing.T, kid string) issuer {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return issuer{key: key, kid: kid}
-}
-
-func (i issuer) jwk() map[string]string {
-	b := func(n *big.Int) string { return base64.RawURLEncoding.EncodeToString(n.FillBytes(make([]byte, 32))) }
-	return map[string]string{"kty": "EC", "crv": "P-256", "x": b(i.key.X), "y": b(i.key.Y), "kid": i.kid, "alg": "ES256", "use": "sig"}
-}
-
-func jwks(t *testing.T, issuers ...issuer) []byte {
-	t.Helper()
-	var keys []map[string]string
-	for _, i := range issuers {
-		keys = append(keys, i.jwk())
-	}
-	b, err := json.Marshal(map[string]any{"keys": keys})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func (i issuer) sign(t *testing.T, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = i.kid
-	s, err := tok.SignedString(i.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func claims(mods ...func(jwt.MapClaims)) jwt.MapClaims {
-	now := time.Now()
-	c := jwt.MapClaims{"iss": "https://idp.example", "aud": "kappa", "sub": "user-1", "tenant": "acme",
-		"scope": "read commands:write", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
-	for _, m := range mods {
-		m(c)
-	}
-	return c
 }
 
 func TestJWT(t *testing.T) {
-	idp := newIssuer(t, "k1")
+	idp := kappatest.NewIssuer(t, "k1")
 	file := filepath.Join(t.TempDir(), "jwks.json")
-	if err := os.WriteFile(file, jwks(t, idp), 0o600); err != nil {
+	if err := os.WriteFile(file, kappatest.JWKS(t, idp), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	j, err := auth.NewJWT(t.Context(), auth.JWTConfig{JWKSFile: file, Issuer: "https://idp.example", Audience: "kappa"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := j.Authenticate(t.Context(), idp.sign(t, claims()))
+	p, err := j.Authenticate(t.Context(), idp.Sign(t, kappatest.Claims()))
 	if err != nil || p.Tenant != "acme" || !p.Has(auth.ScopeRead) || !p.Has(auth.ScopeCommandsWrite) || p.Subject != "jwt:user-1" {
 		t.Fatalf("a good token: %+v, %v", p, err)
 	}
-	if _, err := j.Authenticate(t.Context(), idp.sign(t, claims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))); err != nil {
+	if _, err := j.Authenticate(t.Context(), idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }))); err != nil {
 		t.Errorf("a token 10s past its expiry, within the 30s leeway: %v", err)
 	}
-	stranger := newIssuer(t, "k1") // same key id, another key
-	none := jwt.NewWithClaims(jwt.SigningMethodNone, claims())
+	stranger := kappatest.NewIssuer(t, "k1") // same key id, another key
+	none := jwt.NewWithClaims(jwt.SigningMethodNone, kappatest.Claims())
 	unsigned, err := none.SignedString(jwt.UnsafeAllowNoneSignatureType)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, tc := range map[string]struct{ token, reason string }{
-		"expired":         {idp.sign(t, claims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() })), "expired token"},
-		"wrong audience":  {idp.sign(t, claims(func(c jwt.MapClaims) { c["aud"] = "someone-else" })), "wrong audience"},
-		"wrong issuer":    {idp.sign(t, claims(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" })), "wrong issuer"},
-		"wrong signature": {stranger.sign(t, claims()), "bad signature"},
+		"expired":         {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-time.Minute).Unix() })), "expired token"},
+		"wrong audience":  {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { c["aud"] = "someone-else" })), "wrong audience"},
+		"wrong issuer":    {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { c["iss"] = "https://evil.example" })), "wrong issuer"},
+		"wrong signature": {stranger.Sign(t, kappatest.Claims()), "bad signature"},
 		"unsigned":        {unsigned, "bad signature"},
-		"no expiry":       {idp.sign(t, claims(func(c jwt.MapClaims) { delete(c, "exp") })), "invalid token"},
-		"no tenant":       {idp.sign(t, claims(func(c jwt.MapClaims) { delete(c, "tenant") })), `the token's "tenant" claim names no valid tenant`},
-		"bad tenant":      {idp.sign(t, claims(func(c jwt.MapClaims) { c["tenant"] = "a/b" })), `the token's "tenant" claim names no valid tenant`},
+		"no expiry":       {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { delete(c, "exp") })), "invalid token"},
+		"no tenant":       {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { delete(c, "tenant") })), `the token's "tenant" claim names no valid tenant`},
+		"bad tenant":      {idp.Sign(t, kappatest.Claims(func(c jwt.MapClaims) { c["tenant"] = "a/b" })), `the token's "tenant" claim names no valid tenant`},
 		"malformed":       {"not.a.token", "malformed token"},
 	} {
 		_, err := j.Authenticate(t.Context(), tc.token)
@@ -215,9 +120,9 @@ func TestJWT(t *testing.T) {
 // TestJWKSFromAURLFollowsRotation: a token signed with a key the provider
 // added after start is accepted once the set is fetched again.
 func TestJWKSFromAURLFollowsRotation(t *testing.T) {
-	first, second := newIssuer(t, "k1"), newIssuer(t, "k2")
+	first, second := kappatest.NewIssuer(t, "k1"), kappatest.NewIssuer(t, "k2")
 	var mu sync.Mutex
-	published := jwks(t, first)
+	published := kappatest.JWKS(t, first)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -230,14 +135,14 @@ func TestJWKSFromAURLFollowsRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := j.Authenticate(t.Context(), first.sign(t, claims())); err != nil {
+	if _, err := j.Authenticate(t.Context(), first.Sign(t, kappatest.Claims())); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
-	published = jwks(t, first, second)
+	published = kappatest.JWKS(t, first, second)
 	mu.Unlock()
 	kappatest.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
-		_, err := j.Authenticate(t.Context(), second.sign(t, claims()))
+		_, err := j.Authenticate(t.Context(), second.Sign(t, kappatest.Claims()))
 		return err
 	})
 }

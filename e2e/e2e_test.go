@@ -101,8 +101,10 @@ func (s *system) stopAll() {
 
 // newSystem migrates a fresh deployment (topics under a unique prefix, the
 // given stores) and returns it with ingest and a processor running; callers
-// start the projections they need. It waits until ingest listens.
-func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch clickhouse.Config, partitions int32, flush time.Duration) *system {
+// start the projections they need. It waits until ingest listens. The API
+// is open unless configure says otherwise.
+func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch clickhouse.Config, partitions int32, flush time.Duration,
+	configure ...func(*roles.Config)) *system {
 	t.Helper()
 	logLevel := slog.LevelWarn
 	if testing.Verbose() {
@@ -116,6 +118,9 @@ func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch click
 		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 		OnListen: func(a net.Addr) { listening <- a },
+	}
+	for _, c := range configure {
+		c(&cfg)
 	}
 	if err := roles.Migrate(t.Context(), cfg, true, true); err != nil {
 		t.Fatal(err)
@@ -329,6 +334,9 @@ type commandView struct {
 	Status    string `json:"status"`
 	Position  string `json:"position"`
 	Code      string `json:"code"`
+	Events    []struct {
+		AggregateVersion int64 `json:"aggregate_version"`
+	} `json:"events"`
 }
 
 func (s *system) do(t *testing.T, method, path, contentType string, body []byte, header map[string]string) (int, []byte) {

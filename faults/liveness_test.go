@@ -262,7 +262,7 @@ func (c *cluster) groupsWhole(ctx context.Context, adm *kadm.Client, names kafka
 // commits past those.
 func dataEnds(t *testing.T, brokers []string, topic string) map[int32]int64 {
 	t.Helper()
-	records, ends := readTopic(t, brokers, topic)
+	records, ends := kappatest.ReadTopic(t, kafka.Connection{Brokers: brokers}, topic)
 	out := make(map[int32]int64, len(ends))
 	for p := range ends {
 		out[p] = 0

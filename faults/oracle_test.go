@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kafka"
@@ -57,61 +56,9 @@ type logContents struct {
 	lastData map[int32]int64
 }
 
-func readTopic(t *testing.T, brokers []string, topic string) ([]*kgo.Record, map[int32]int64) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer adm.Close()
-	listed, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ends := map[int32]int64{}
-	remaining := map[int32]int64{}
-	listed.Each(func(o kadm.ListedOffset) {
-		ends[o.Partition] = o.Offset
-		if o.Offset > 0 {
-			remaining[o.Partition] = o.Offset
-		}
-	})
-	if len(remaining) == 0 {
-		return nil, ends
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var records []*kgo.Record
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: %v", topic, ctx.Err())
-		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-			if !r.Attrs.IsControl() {
-				records = append(records, r)
-			}
-		})
-	}
-	return records, ends
-}
-
 func readLog(t *testing.T, brokers []string, topic string) logContents {
 	t.Helper()
-	records, ends := readTopic(t, brokers, topic)
+	records, ends := kappatest.ReadTopic(t, kafka.Connection{Brokers: brokers}, topic)
 	lc := logContents{outcomes: map[string]int{}, poison: map[string]bool{}, ends: ends, lastData: map[int32]int64{}}
 	for _, r := range records {
 		lc.lastData[r.Partition] = max(lc.lastData[r.Partition], r.Offset)
@@ -538,7 +485,7 @@ func (c *cluster) checkPostgres(ctx context.Context, r *report, pg *pgx.Conn, lc
 }
 
 func (c *cluster) checkPoison(t *testing.T, r *report, ch *clickhouse.Store, pg *pgx.Conn, brokers []string, dlq string, lc logContents) {
-	records, _ := readTopic(t, brokers, dlq)
+	records, _ := kappatest.ReadTopic(t, kafka.Connection{Brokers: brokers}, dlq)
 	parked := map[string]map[string]int{} // key -> projection -> count
 	for _, rec := range records {
 		var projection string

@@ -186,6 +186,21 @@ func (m *Processor) Committed(accepted, rejected, duplicates int) {
 // Aborted records an aborted transaction.
 func (m *Processor) Aborted() { m.aborted.Inc() }
 
+// Refusals counts the API's refusals by reason (api.Refusals):
+// unauthenticated, forbidden, rate_limited, too_many_waiters.
+type Refusals struct{ refused *prometheus.CounterVec }
+
+// NewRefusals registers the refusal counter.
+func NewRefusals(reg prometheus.Registerer) *Refusals {
+	r := &Refusals{refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_api_refusals_total",
+		Help: "Requests the API refused before doing anything, by reason."}, []string{"reason"})}
+	reg.MustRegister(r.refused)
+	return r
+}
+
+// Refused counts one refusal.
+func (r *Refusals) Refused(reason string) { r.refused.WithLabelValues(reason).Inc() }
+
 // HTTP counts requests by route pattern and status and times them.
 func HTTP(reg prometheus.Registerer, next http.Handler) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kappa_http_requests_total",

@@ -16,11 +16,12 @@ import (
 // packages ask for, so that neither imports a projection.
 type postgresReads struct {
 	store *postgres.Store
-	// topic is the events topic whose projection ?position= waits on.
-	topic string
+	// positions answers ?position= waits on the events topic's projection.
+	positions *postgres.PositionWatch
 }
 
-// positionPoll is how often a ?position= wait looks at the projection.
+// positionPoll is how often the positions are read while lookups wait:
+// one query per ingest, however many wait.
 const positionPoll = 10 * time.Millisecond
 
 // Outcome returns the outcome of a command of tenant: one of another
@@ -52,16 +53,19 @@ func (r postgresReads) ReadModel(ctx context.Context, tenant, kind, id string) (
 	case "articles":
 		var a postgres.Article
 		a, err = r.store.Article(ctx, key)
-		a.ID, v = id, a
+		a.ID = id
+		v = a
 	case "carts":
 		var c postgres.Cart
 		c, err = r.store.Cart(ctx, key)
-		c.ID, v = id, c
+		c.ID = id
+		v = c
 	case "orders":
 		var o postgres.Order
 		o, err = r.store.Order(ctx, key)
 		_, o.CartID = schemas.SplitAggregateKey(o.CartID)
-		o.ID, v = id, o
+		o.ID = id
+		v = o
 	default:
 		return nil, false, fmt.Errorf("no read model %q", kind)
 	}
@@ -77,7 +81,7 @@ func sameTenant(a, b string) bool {
 }
 
 func (r postgresReads) WaitApplied(ctx context.Context, pos schemas.Position) (bool, error) {
-	err := r.store.WaitApplied(ctx, r.topic, pos, positionPoll)
+	err := r.positions.WaitApplied(ctx, pos)
 	if errors.Is(err, postgres.ErrNotCaughtUp) {
 		return false, nil
 	}

@@ -183,7 +183,7 @@ func runIngest(ctx context.Context, cfg Config) error {
 	if err := untilReachable(ctx, cfg.Logger, "migrate postgres", reads.Migrate); err != nil {
 		return err
 	}
-	pgReads := postgresReads{store: reads, topic: names.Events}
+	pgReads := postgresReads{store: reads, positions: reads.WatchPositions(names.Events, positionPoll, cfg.Logger)}
 	intake, err := ingest.NewIntake(cfg.intake(pub, reads, pgReads))
 	if err != nil {
 		return err
@@ -192,11 +192,13 @@ func runIngest(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	apiHandler, err := api.New(cfg.API, intake, pgReads, authn)
+	reg := cfg.registry()
+	apiCfg := cfg.API
+	apiCfg.Refusals = metrics.NewRefusals(reg)
+	apiHandler, err := api.New(apiCfg, intake, pgReads, authn)
 	if err != nil {
 		return err
 	}
-	reg := cfg.registry()
 	handler := metrics.HTTP(reg, apiHandler)
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {

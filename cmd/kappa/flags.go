@@ -66,6 +66,11 @@ func componentDefaults() kong.Vars {
 		"jwt_tenant_claim":          jwtCfg.TenantClaim,
 		"jwt_leeway":                duration(jwtCfg.Leeway),
 		"api_key_cache_ttl":         duration(auth.NewKeys(nil, 0).CacheTTL()),
+		"command_rate_limit":        strconv.FormatFloat(a.CommandRate, 'f', -1, 64),
+		"command_burst":             strconv.Itoa(a.CommandBurst),
+		"read_rate_limit":           strconv.FormatFloat(a.ReadRate, 'f', -1, 64),
+		"read_burst":                strconv.Itoa(a.ReadBurst),
+		"max_position_waits":        strconv.Itoa(a.MaxPositionWaiters),
 	}
 }
 
@@ -186,6 +191,11 @@ type httpFlags struct {
 	WriteTimeout      time.Duration `name:"http-write-timeout" env:"KAPPA_HTTP_WRITE_TIMEOUT" default:"${http_write_timeout}" help:"Longest time from a request's headers to the end of its answer, waits included; must exceed --max-wait."`
 	IdleTimeout       time.Duration `name:"http-idle-timeout" env:"KAPPA_HTTP_IDLE_TIMEOUT" default:"${http_idle_timeout}" help:"Keep-alive connections idle this long are closed."`
 	MaxHeaderBytes    int           `name:"http-max-header-bytes" env:"KAPPA_HTTP_MAX_HEADER_BYTES" default:"${http_max_header_bytes}" help:"Largest request headers, in bytes."`
+	CommandRateLimit  float64       `name:"command-rate-limit" env:"KAPPA_COMMAND_RATE_LIMIT" default:"${command_rate_limit}" help:"Commands a second one credential may send (a batch counts its commands); beyond it 429. Negative: no limit."`
+	CommandBurst      int           `name:"command-burst" env:"KAPPA_COMMAND_BURST" default:"${command_burst}" help:"Commands one credential may send at once after a pause; at least --max-batch-commands."`
+	ReadRateLimit     float64       `name:"read-rate-limit" env:"KAPPA_READ_RATE_LIMIT" default:"${read_rate_limit}" help:"Reads a second one credential may make; beyond it 429. Negative: no limit."`
+	ReadBurst         int           `name:"read-burst" env:"KAPPA_READ_BURST" default:"${read_burst}" help:"Reads one credential may make at once after a pause."`
+	MaxPositionWaits  int           `name:"max-position-waits" env:"KAPPA_MAX_POSITION_WAITS" default:"${max_position_waits}" help:"Lookups with ?position= of one credential that may wait at the same time; more are answered 429."`
 }
 
 func (h httpFlags) apply(c *roles.Config) {
@@ -195,6 +205,8 @@ func (h httpFlags) apply(c *roles.Config) {
 	c.HTTP.TLSCertFile, c.HTTP.TLSKeyFile, c.HTTP.ClientCAFile = h.TLSCertFile, h.TLSKeyFile, h.TLSClientCAFile
 	c.HTTP.ReadHeaderTimeout, c.HTTP.ReadTimeout, c.HTTP.WriteTimeout, c.HTTP.IdleTimeout = h.ReadHeaderTimeout, h.ReadTimeout, h.WriteTimeout, h.IdleTimeout
 	c.HTTP.MaxHeaderBytes = h.MaxHeaderBytes
+	c.API.CommandRate, c.API.CommandBurst, c.API.ReadRate, c.API.ReadBurst = h.CommandRateLimit, h.CommandBurst, h.ReadRateLimit, h.ReadBurst
+	c.API.MaxPositionWaiters = h.MaxPositionWaits
 }
 
 type opsFlags struct {

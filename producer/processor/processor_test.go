@@ -675,55 +675,19 @@ type eventsLog struct {
 // last stable offsets.
 func (c *cluster) readEvents(t *testing.T) eventsLog {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	stable, err := kafka.StableOffsets(ctx, c.producer, c.topics.Events)
-	if err != nil {
-		t.Fatal(err)
-	}
-	remaining := map[int32]int64{}
-	for part, end := range stable {
-		if end > 0 {
-			remaining[part] = end
-		}
-	}
+	records, _ := kappatest.ReadTopic(t, c.conn, c.topics.Events)
 	var log eventsLog
-	if len(remaining) == 0 {
-		return log
-	}
-	cl, err := c.conn.NewClient(kgo.ConsumeTopics(c.topics.Events), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("read %s: %v", c.topics.Events, ctx.Err())
+	for _, r := range records {
+		rec, err := kafka.Decode(r)
+		if err != nil {
+			t.Errorf("undecodable record at %s: %v", kafka.Position(r), err)
+			continue
 		}
-		fetches.EachRecord(func(r *kgo.Record) {
-			end, ok := remaining[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if r.Offset+1 >= end {
-				delete(remaining, r.Partition)
-			}
-			if r.Attrs.IsControl() {
-				return
-			}
-			rec, err := kafka.Decode(r)
-			if err != nil {
-				t.Errorf("undecodable record at %s: %v", kafka.Position(r), err)
-				return
-			}
-			if o, ok := rec.Payload.(schemas.Outcome); ok {
-				log.outcomes = append(log.outcomes, decision{rec.Position, rec.Envelope, o})
-			} else {
-				log.events = append(log.events, event{rec.Position, rec.Envelope})
-			}
-		})
+		if o, ok := rec.Payload.(schemas.Outcome); ok {
+			log.outcomes = append(log.outcomes, decision{rec.Position, rec.Envelope, o})
+		} else {
+			log.events = append(log.events, event{rec.Position, rec.Envelope})
+		}
 	}
 	return log
 }

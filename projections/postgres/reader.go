@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -122,31 +124,107 @@ func (s *Store) Outcome(ctx context.Context, commandID string) (schemas.Outcome,
 	return o, json.Unmarshal(events, &o.Events)
 }
 
-// WaitApplied waits until the projection of topic has applied the outcome
-// of the command at pos (and therefore all of its events), polling every
-// interval until ctx ends.
-func (s *Store) WaitApplied(ctx context.Context, topic string, pos schemas.Position, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		var through int64
-		err := s.pool.QueryRow(ctx, `SELECT commands_through FROM projection_positions WHERE topic = $1 AND partition = $2`,
-			topic, pos.Partition).Scan(&through)
-		switch {
-		case err == nil && through >= pos.Offset:
-			return nil
-		case err != nil && !errors.Is(err, pgx.ErrNoRows):
-			if ctx.Err() != nil {
-				return fmt.Errorf("%w: %s", ErrNotCaughtUp, pos)
-			}
-			return fmt.Errorf("read position of %s/%d: %w", topic, pos.Partition, err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w: %s", ErrNotCaughtUp, pos)
-		case <-t.C:
-		}
+// PositionWatch answers waits for positions of one topic's projection
+// with one reader per process: while anyone waits, it reads every
+// partition's position once per interval and wakes the waits it
+// satisfies; while nobody waits, it reads nothing. Postgres sees one query
+// per interval per ingest, however many requests wait.
+type PositionWatch struct {
+	store    *Store
+	topic    string
+	interval time.Duration
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	waits   map[*positionWait]struct{}
+	running bool
+}
+
+type positionWait struct {
+	pos     schemas.Position
+	applied chan struct{}
+}
+
+// WatchPositions returns a PositionWatch of topic's projection that reads
+// every interval while anyone waits.
+func (s *Store) WatchPositions(topic string, interval time.Duration, log *slog.Logger) *PositionWatch {
+	return &PositionWatch{store: s, topic: topic, interval: interval, log: log, waits: map[*positionWait]struct{}{}}
+}
+
+// WaitApplied waits until the projection has applied the outcome of the
+// command at pos (and therefore all of its events), or ctx ends; then it
+// returns ErrNotCaughtUp.
+func (w *PositionWatch) WaitApplied(ctx context.Context, pos schemas.Position) error {
+	wait := &positionWait{pos: pos, applied: make(chan struct{})}
+	w.mu.Lock()
+	w.waits[wait] = struct{}{}
+	if !w.running {
+		w.running = true
+		go w.run()
 	}
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		delete(w.waits, wait)
+		w.mu.Unlock()
+	}()
+	select {
+	case <-wait.applied:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %s", ErrNotCaughtUp, pos)
+	}
+}
+
+// run reads the positions until no wait is left. A failed read leaves
+// the waits waiting: they end as not caught up if Postgres stays away.
+func (w *PositionWatch) run() {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	failing := false
+	for {
+		through, err := w.read()
+		switch {
+		case err != nil && !failing:
+			w.log.Warn("read the projection's positions for waiting lookups", "topic", w.topic, "err", err)
+		case err == nil && failing:
+			w.log.Info("reading the projection's positions again", "topic", w.topic)
+		}
+		failing = err != nil
+		w.mu.Lock()
+		for wait := range w.waits {
+			if o, ok := through[wait.pos.Partition]; ok && o >= wait.pos.Offset {
+				close(wait.applied)
+				delete(w.waits, wait)
+			}
+		}
+		if len(w.waits) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		<-t.C
+	}
+}
+
+// read returns the position each partition's projection has applied
+// commands through.
+func (w *PositionWatch) read() (map[int32]int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, 10*w.interval))
+	defer cancel()
+	rows, err := w.store.pool.Query(ctx, `SELECT partition, commands_through FROM projection_positions WHERE topic = $1`, w.topic)
+	if err != nil {
+		return nil, err
+	}
+	through := map[int32]int64{}
+	var partition int32
+	var offset int64
+	_, err = pgx.ForEachRow(rows, []any{&partition, &offset}, func() error {
+		through[partition] = offset
+		return nil
+	})
+	return through, err
 }
 
 func lookupErr(kind, id string, err error) error {

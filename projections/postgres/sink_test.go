@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"reflect"
 	"testing"
 	"time"
@@ -188,13 +189,14 @@ func TestWaitAppliedFollowsOutcomes(t *testing.T) {
 	if err := s.Apply(t.Context(), st.Records); err != nil {
 		t.Fatal(err)
 	}
+	watch := s.WatchPositions(st.Topic, time.Millisecond, slog.Default())
 	// Partition 0 carries commands 0..3; partition 2 commands 0..2.
-	if err := s.WaitApplied(t.Context(), st.Topic, schemas.Position{Partition: 0, Offset: 3}, time.Millisecond); err != nil {
+	if err := watch.WaitApplied(t.Context(), schemas.Position{Partition: 0, Offset: 3}); err != nil {
 		t.Fatalf("applied position: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	err := s.WaitApplied(ctx, st.Topic, schemas.Position{Partition: 2, Offset: 3}, time.Millisecond)
+	err := watch.WaitApplied(ctx, schemas.Position{Partition: 2, Offset: 3})
 	if !errors.Is(err, postgres.ErrNotCaughtUp) {
 		t.Fatalf("position beyond the projection: got %v, want ErrNotCaughtUp", err)
 	}
