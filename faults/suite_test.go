@@ -15,7 +15,6 @@ package faults_test
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,7 +96,7 @@ func (c *cluster) start(name string, args ...string) {
 	p := &process{name: name, args: args, log: filepath.Join(c.dir, name+".log")}
 	ops := ""
 	if name == "clickhouse-0" {
-		c.opsAddr = "127.0.0.1:" + freePort(c.t)
+		c.opsAddr = "127.0.0.1:" + kappatest.FreePort(c.t)
 		ops = c.opsAddr
 	}
 	p.env = append(append([]string{}, c.baseEnv...), "KAPPA_INSTANCE_ID="+name, "KAPPA_OPS_ADDR="+ops)
@@ -262,7 +261,7 @@ func newCluster(t *testing.T, bin, name string, instances int) *cluster {
 	c.pgProxy = newProxy(t, pgHost)
 	c.pgURL = strings.Replace(pg.URL, pgHost, c.pgProxy.addr(), 1)
 	c.pgDirect = pg.URL
-	c.ingest = "127.0.0.1:" + freePort(t)
+	c.ingest = "127.0.0.1:" + kappatest.FreePort(t)
 	c.baseEnv = []string{
 		"KAPPA_KAFKA_BROKERS=" + brokers, "KAPPA_TOPIC_PREFIX=" + c.topics, "KAPPA_GROUP_PREFIX=" + c.topics,
 		"KAPPA_PARTITIONS=4",
@@ -308,17 +307,6 @@ func newCluster(t *testing.T, bin, name string, instances int) *cluster {
 		return nil
 	})
 	return c
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr[strings.LastIndex(addr, ":")+1:]
 }
 
 // TestFaults is the suite: faults at several points of a steady workload,

@@ -11,6 +11,7 @@ package kappatest
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -142,4 +143,17 @@ func Eventually(t testing.TB, timeout, interval time.Duration, check func() erro
 		}
 		time.Sleep(interval)
 	}
+}
+
+// FreePort returns a loopback port that was free a moment ago, for a
+// server whose address must be known before it starts.
+func FreePort(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr[strings.LastIndex(addr, ":")+1:]
 }

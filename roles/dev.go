@@ -30,7 +30,8 @@ func All(ctx context.Context, cfg Config) error {
 	}
 	shared := &readiness{checks: map[string]func(context.Context) error{}}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveOps(gctx, cfg, "all", cfg.Registry, shared.ready) })
+	opsCfg := cfg // serves the address itself; the roles below hand it their checks
+	g.Go(func() error { return serveOps(gctx, opsCfg, "all", cfg.Registry, shared.ready) })
 	cfg.shared = shared
 	for name, run := range map[string]func(context.Context, Config) error{
 		"ingest": Ingest, "process": Process, "project postgres": ProjectPostgres, "project clickhouse": ProjectClickHouse,
