@@ -49,7 +49,7 @@ func TestAllRolesShareOneOpsAddress(t *testing.T) {
 		default:
 		}
 		if status, body, err := get("/readyz"); err != nil || status != http.StatusOK {
-			return fmt.Errorf("/readyz: %d %s %v", status, body, err)
+			return fmt.Errorf("/readyz: %d %s %w", status, body, err)
 		}
 		return nil
 	})
