@@ -167,6 +167,23 @@ func TestTenantsStayApart(t *testing.T) {
 		}
 	}
 
+	// Kafka: each tenant's aggregate under its own key, its events with
+	// the tenant's header; the default tenant would keep the bare id.
+	events, _ := kappatest.ReadTopic(t, sys.conn, sys.cfg.Topics().Events)
+	tenantsByKey := map[string]string{}
+	for _, r := range events {
+		for _, h := range r.Headers {
+			if h.Key == "ce_kappatenant" {
+				tenantsByKey[string(r.Key)] = string(h.Value)
+			}
+		}
+	}
+	for key, tenant := range map[string]string{"acme/shared": "acme", "globex/shared": "globex", "initech/shared": "initech", "acme/from-body": "acme"} {
+		if tenantsByKey[key] != tenant {
+			t.Errorf("events keyed %s carry tenant %q, want %s (all: %v)", key, tenantsByKey[key], tenant, tenantsByKey)
+		}
+	}
+
 	// ClickHouse: the tenant on every row.
 	want := map[string]uint64{"acme shared": 2, "acme from-body": 1, "globex shared": 2, "initech shared": 1}
 	kappatest.Eventually(t, time.Minute, 50*time.Millisecond, func() error {
