@@ -25,9 +25,10 @@ type Reads interface {
 	// decided and projected, and for a command of another tenant.
 	Outcome(ctx context.Context, tenant, commandID string) (o schemas.Outcome, found bool, err error)
 	// ReadModel returns the tenant's read model of kind ("articles",
-	// "carts", "orders") with id, ready to be encoded as JSON; found is
-	// false if there is none.
-	ReadModel(ctx context.Context, tenant, kind, id string) (view any, found bool, err error)
+	// "carts", "orders") with id, ready to be encoded as JSON, and the
+	// aggregate's version (0 for a model without one); found is false if
+	// there is none.
+	ReadModel(ctx context.Context, tenant, kind, id string) (view any, version int64, found bool, err error)
 	// WaitApplied waits until the read models include the command at pos
 	// and all of its events, or ctx ends; caughtUp says which.
 	WaitApplied(ctx context.Context, pos schemas.Position) (caughtUp bool, err error)

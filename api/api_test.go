@@ -422,10 +422,13 @@ func TestPostCommandRejected(t *testing.T) {
 	tests := []struct {
 		code   string
 		status int
+		typ    string
+		title  string
 	}{
-		{"cart_checked_out", http.StatusConflict},
-		{"remove_exceeds_quantity", http.StatusConflict},
-		{schemas.CodeUndecodableCommand, http.StatusUnprocessableEntity},
+		{"cart_checked_out", http.StatusConflict, api.TypeRejected, "Command rejected"},
+		{"remove_exceeds_quantity", http.StatusConflict, api.TypeRejected, "Command rejected"},
+		{schemas.CodeUndecodableCommand, http.StatusUnprocessableEntity, api.TypeRejected, "Command rejected"},
+		{schemas.CodeVersionConflict, http.StatusConflict, api.TypeVersionConflict, "Version conflict"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.code, func(t *testing.T) {
@@ -455,7 +458,7 @@ func TestPostCommandRejected(t *testing.T) {
 			if len(calls) != 1 {
 				t.Fatalf("bus received %d calls, want 1", len(calls))
 			}
-			want := api.Problem{Type: api.TypeRejected, Title: "Command rejected", Status: tt.status,
+			want := api.Problem{Type: tt.typ, Title: tt.title, Status: tt.status,
 				Detail: "the detail of " + tt.code, Code: tt.code, Instance: "/v1/commands"}
 			if !reflect.DeepEqual(got.Problem, want) {
 				t.Errorf("problem = %+v, want %+v", got.Problem, want)

@@ -59,8 +59,8 @@ func (b *blockingReads) Outcome(context.Context, string, string) (schemas.Outcom
 	return schemas.Outcome{}, false, nil
 }
 
-func (b *blockingReads) ReadModel(context.Context, string, string, string) (any, bool, error) {
-	return nil, false, nil
+func (b *blockingReads) ReadModel(context.Context, string, string, string) (any, int64, bool, error) {
+	return nil, 0, false, nil
 }
 
 func (b *blockingReads) WaitApplied(ctx context.Context, _ schemas.Position) (bool, error) {

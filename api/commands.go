@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/kappa-cqrs/kappa/producer/ingest"
@@ -44,6 +45,9 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		cmd.IdempotencyKey = key
+	}
+	if !s.expectedVersionFromHeaders(w, r, &cmd) {
+		return
 	}
 	if !s.admitCommands(w, r, 1) {
 		return
@@ -99,16 +103,19 @@ func (s *Server) writeCommandView(w http.ResponseWriter, r *http.Request, view C
 	case schemas.StatusAccepted:
 		writeJSON(w, http.StatusOK, view)
 	case schemas.StatusRejected:
-		status := http.StatusConflict
-		if view.Code == schemas.CodeUndecodableCommand {
+		status, typ, title := http.StatusConflict, TypeRejected, "Command rejected"
+		switch view.Code {
+		case schemas.CodeUndecodableCommand:
 			status = http.StatusUnprocessableEntity
+		case schemas.CodeVersionConflict:
+			typ, title = TypeVersionConflict, "Version conflict"
 		}
 		writeJSONAs(w, status, contentTypeProblem, struct {
 			Problem
 			CommandID string `json:"command_id"`
 			Position  string `json:"position"`
 		}{
-			Problem:   Problem{Type: TypeRejected, Title: "Command rejected", Status: status, Detail: view.Detail, Code: view.Code, Instance: r.URL.Path},
+			Problem:   Problem{Type: typ, Title: title, Status: status, Detail: view.Detail, Code: view.Code, Instance: r.URL.Path},
 			CommandID: view.CommandID,
 			Position:  view.Position,
 		})
@@ -190,4 +197,63 @@ func (s *Server) postBatch(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	writeJSON(w, status, view)
+}
+
+// expectedVersionFromHeaders takes the version the command expects from
+// HTTP's preconditions, as lookups give it in ETag: If-Match: "<version>",
+// If-Match: * (the aggregate must exist) or If-None-Match: * (it must not
+// exist yet). It answers 422 itself when they are malformed or disagree
+// with the body.
+func (s *Server) expectedVersionFromHeaders(w http.ResponseWriter, r *http.Request, cmd *ingest.Command) bool {
+	ifMatch, ifNoneMatch := r.Header.Values("If-Match"), r.Header.Values("If-None-Match")
+	if len(ifMatch) == 0 && len(ifNoneMatch) == 0 {
+		return true
+	}
+	invalid := func(field, detail string) bool {
+		writeProblem(w, r, Problem{Type: TypeInvalidCommand, Title: "Invalid precondition", Status: http.StatusUnprocessableEntity,
+			Detail: detail + "; nothing was written", Errors: []schemas.FieldError{{Field: field, Detail: detail}}})
+		return false
+	}
+	var expected int64
+	switch {
+	case len(ifMatch) > 0 && len(ifNoneMatch) > 0:
+		return invalid("If-Match", "give If-Match or If-None-Match, not both")
+	case len(ifNoneMatch) > 0:
+		if len(ifNoneMatch) > 1 || strings.TrimSpace(ifNoneMatch[0]) != "*" {
+			return invalid("If-None-Match", `only If-None-Match: * is understood (the aggregate must not exist yet)`)
+		}
+		expected = 0
+	default:
+		v, ok := parseVersionTag(ifMatch)
+		if !ok {
+			return invalid("If-Match", `must be one entity tag as lookups give in ETag, "<version>", or *`)
+		}
+		expected = v
+	}
+	if cmd.ExpectedVersion != nil && *cmd.ExpectedVersion != expected {
+		return invalid("/expected_version", "differs from the If-Match or If-None-Match header")
+	}
+	cmd.ExpectedVersion = &expected
+	return true
+}
+
+// parseVersionTag reads If-Match: one strong entity tag holding a version
+// of at least 1, or * (schemas.ExpectExisting).
+func parseVersionTag(values []string) (int64, bool) {
+	if len(values) != 1 {
+		return 0, false
+	}
+	tag := strings.TrimSpace(values[0])
+	if tag == "*" {
+		return schemas.ExpectExisting, true
+	}
+	unquoted, ok := strings.CutPrefix(tag, `"`)
+	if !ok {
+		return 0, false
+	}
+	if unquoted, ok = strings.CutSuffix(unquoted, `"`); !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(unquoted, 10, 64)
+	return v, err == nil && v >= 1 && strconv.FormatInt(v, 10) == unquoted
 }

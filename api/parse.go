@@ -48,6 +48,7 @@ func parseCommand(body []byte, tenant string) (ingest.Command, []schemas.FieldEr
 		return ingest.Command{}, nil, err
 	}
 	cmd, err := ingest.NewCommand(req.Type, req.AggregateID, tenant, req.IdempotencyKey, payload)
+	cmd.ExpectedVersion = req.ExpectedVersion
 	return cmd, nil, err
 }
 

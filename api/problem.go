@@ -38,6 +38,7 @@ const (
 	TypeTooLarge             = problemBase + "request-too-large"
 	TypeUnavailable          = problemBase + "unavailable"
 	TypeRejected             = problemBase + "command-rejected"
+	TypeVersionConflict      = problemBase + "version-conflict"
 	TypeNotFound             = problemBase + "not-found"
 	TypeUnauthenticated      = problemBase + "unauthenticated"
 	TypeForbidden            = problemBase + "forbidden"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,7 +43,7 @@ func (s *Server) lookup(kind string) http.HandlerFunc {
 			return
 		}
 		id := r.PathValue("id")
-		v, found, err := s.reads.ReadModel(r.Context(), principalOf(r).Tenant, kind, id)
+		v, version, found, err := s.reads.ReadModel(r.Context(), principalOf(r).Tenant, kind, id)
 		if err != nil {
 			s.internal(w, r, err)
 			return
@@ -51,6 +52,11 @@ func (s *Server) lookup(kind string) http.HandlerFunc {
 			writeProblem(w, r, Problem{Type: TypeNotFound, Title: "Not found", Status: http.StatusNotFound,
 				Detail: fmt.Sprintf("%s %s: not found", strings.TrimSuffix(kind, "s"), id)})
 			return
+		}
+		if version > 0 {
+			// The tag a command gives back in If-Match to be decided only
+			// against this version.
+			w.Header().Set("ETag", `"`+strconv.FormatInt(version, 10)+`"`)
 		}
 		writeJSON(w, http.StatusOK, v)
 	}

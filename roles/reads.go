@@ -43,23 +43,24 @@ func (r postgresReads) Outcome(ctx context.Context, tenant, commandID string) (s
 // ReadModel returns tenant's read model: rows are keyed by the aggregate's
 // key, so another tenant's id is simply not found. The ids shown are the
 // tenant's own, without the prefix.
-func (r postgresReads) ReadModel(ctx context.Context, tenant, kind, id string) (any, bool, error) {
+func (r postgresReads) ReadModel(ctx context.Context, tenant, kind, id string) (any, int64, bool, error) {
 	key := schemas.AggregateKey(tenant, id)
 	var (
-		v   any
-		err error
+		v       any
+		version int64
+		err     error
 	)
 	switch kind {
 	case "articles":
 		var a postgres.Article
 		a, err = r.store.Article(ctx, key)
 		a.ID = id
-		v = a
+		v, version = a, a.Version
 	case "carts":
 		var c postgres.Cart
 		c, err = r.store.Cart(ctx, key)
 		c.ID = id
-		v = c
+		v, version = c, c.Version
 	case "orders":
 		var o postgres.Order
 		o, err = r.store.Order(ctx, key)
@@ -67,12 +68,12 @@ func (r postgresReads) ReadModel(ctx context.Context, tenant, kind, id string) (
 		o.ID = id
 		v = o
 	default:
-		return nil, false, fmt.Errorf("no read model %q", kind)
+		return nil, 0, false, fmt.Errorf("no read model %q", kind)
 	}
 	if err != nil {
-		return nil, false, notFound(err)
+		return nil, 0, false, notFound(err)
 	}
-	return v, true, nil
+	return v, version, true, nil
 }
 
 // sameTenant compares tenants, the default one also written as "".

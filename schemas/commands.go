@@ -81,6 +81,10 @@ type CommandRequest struct {
 	// Tenant is accepted and ignored: a command's tenant comes from the
 	// caller's credential, never from what it sends.
 	Tenant json.RawMessage `json:"tenant,omitempty"`
+	// ExpectedVersion, if set, is the version the aggregate must be at for
+	// the command to be decided: 0 for an aggregate that must not exist
+	// yet. Over HTTP it may also come as If-Match: "<version>".
+	ExpectedVersion *int64 `json:"expected_version,omitempty"`
 }
 
 // MaxIdempotencyKeyBytes bounds idempotency keys.
@@ -137,6 +141,9 @@ func ValidateCommand(req CommandRequest) (any, error) {
 	checkID(v, "/aggregate_id", req.AggregateID)
 	if k := req.IdempotencyKey; k != "" && !ValidIdempotencyKey(k) {
 		v.add("/idempotency_key", "must be 1 to %d printable ASCII characters without spaces", MaxIdempotencyKeyBytes)
+	}
+	if e := req.ExpectedVersion; e != nil && *e < 0 {
+		v.add("/expected_version", "must be 0 (the aggregate must not exist yet) or a version the aggregate has")
 	}
 	var payload any
 	switch req.Type {

@@ -27,6 +27,7 @@ const (
 	HeaderCommandID        = "ce_kappacommandid"
 	HeaderTenant           = "ce_kappatenant"
 	HeaderIdempotencyKey   = "ce_kappaidempotencykey"
+	HeaderExpectedVersion  = "ce_kappaexpectedversion"
 )
 
 // ContentTypeJSON is the only payload encoding Kappa writes.
@@ -55,7 +56,10 @@ type Envelope struct {
 	CommandID        string
 	Tenant           string
 	IdempotencyKey   string
-	Data             []byte
+	// ExpectedVersion, on a command, is the version its aggregate must be
+	// at for it to be decided (ExpectedVersionOK); nil: any.
+	ExpectedVersion *int64
+	Data            []byte
 }
 
 // Headers encodes the envelope's metadata as Kafka headers.
@@ -100,6 +104,11 @@ func (e Envelope) EachHeader(fn func(key string, value []byte)) {
 	}
 	if e.IdempotencyKey != "" {
 		add(HeaderIdempotencyKey, e.IdempotencyKey)
+	}
+	if e.ExpectedVersion != nil {
+		start = len(values)
+		values = strconv.AppendInt(values, *e.ExpectedVersion, 10)
+		since(HeaderExpectedVersion, start)
 	}
 }
 
@@ -158,6 +167,12 @@ func ParseEnvelope(headers []Header, data []byte) (Envelope, error) {
 			e.Tenant = string(h.Value)
 		case HeaderIdempotencyKey:
 			e.IdempotencyKey = string(h.Value)
+		case HeaderExpectedVersion:
+			n, err := strconv.ParseInt(string(h.Value), 10, 64)
+			if err != nil || n < ExpectExisting {
+				problems = append(problems, fmt.Sprintf("%s %q is not a version, 0 or -1", h.Key, h.Value))
+			}
+			e.ExpectedVersion = &n
 		}
 	}
 	for i, required := range requiredHeaders {
@@ -229,6 +244,28 @@ func ParsePosition(s string) (Position, error) {
 	}
 	return Position{Partition: int32(p), Offset: o}, nil
 }
+
+// ExpectExisting is the expected version of a command that needs its
+// aggregate to exist, at any version (HTTP's If-Match: *). An expected
+// version of 0 needs it not to exist yet (If-None-Match: *); any other is
+// the exact version it must be at.
+const ExpectExisting int64 = -1
+
+// ExpectedVersionOK reports whether an aggregate at version current may
+// take a command that expects expected (nil: any version).
+func ExpectedVersionOK(expected *int64, current int64) bool {
+	switch {
+	case expected == nil:
+		return true
+	case *expected == ExpectExisting:
+		return current > 0
+	}
+	return current == *expected
+}
+
+// CodeVersionConflict is the rejection code of a command whose aggregate
+// is not at the version the command expected.
+const CodeVersionConflict = "version_conflict"
 
 // DefaultTenant owns what is written without a tenant: the data of
 // deployments from before tenants, and deployments that run without

@@ -30,6 +30,22 @@ func TestEnvelopeHeadersRoundTrip(t *testing.T) {
 			},
 		},
 		{
+			name: "a command expecting a version",
+			env: schemas.Envelope{
+				ID: "c1", Type: schemas.CheckoutCart, Source: "kappa/ingest", Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+				SchemaVersion: 1, AggregateID: "cart-1", Tenant: "acme", ExpectedVersion: func() *int64 { v := int64(12); return &v }(),
+				Data: []byte(`{}`),
+			},
+		},
+		{
+			name: "a command expecting an existing aggregate",
+			env: schemas.Envelope{
+				ID: "c2", Type: schemas.CheckoutCart, Source: "kappa/ingest", Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
+				SchemaVersion: 1, AggregateID: "cart-1", ExpectedVersion: func() *int64 { v := schemas.ExpectExisting; return &v }(),
+				Data: []byte(`{}`),
+			},
+		},
+		{
 			name: "no command id or tenant",
 			env: schemas.Envelope{
 				ID: "e2", Type: schemas.CartCheckedOut, Source: "s", Time: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
@@ -269,6 +285,24 @@ func TestParseEnvelopeRefusesEmptyRequiredAttributes(t *testing.T) {
 		_, err := schemas.ParseEnvelope(hs, nil)
 		if !errors.Is(err, schemas.ErrMalformedEnvelope) || !strings.Contains(err.Error(), "empty header "+key) {
 			t.Errorf("empty %s: error %v, want it reported", key, err)
+		}
+	}
+}
+
+func TestExpectedVersionOK(t *testing.T) {
+	v := func(n int64) *int64 { return &n }
+	for _, tt := range []struct {
+		expected *int64
+		current  int64
+		ok       bool
+	}{
+		{nil, 0, true}, {nil, 9, true},
+		{v(0), 0, true}, {v(0), 1, false},
+		{v(schemas.ExpectExisting), 0, false}, {v(schemas.ExpectExisting), 3, true},
+		{v(3), 3, true}, {v(3), 2, false}, {v(3), 4, false},
+	} {
+		if got := schemas.ExpectedVersionOK(tt.expected, tt.current); got != tt.ok {
+			t.Errorf("ExpectedVersionOK(%v, %d) = %v, want %v", tt.expected, tt.current, got, tt.ok)
 		}
 	}
 }

@@ -82,6 +82,9 @@ type Command struct {
 	// IdempotencyKey marks a command whose retries must not be decided
 	// again; the processors remember its outcome by command id.
 	IdempotencyKey string
+	// ExpectedVersion, if set, is the version the aggregate must be at
+	// (schemas.ExpectedVersionOK).
+	ExpectedVersion *int64
 	// Data is the payload, one of the schemas command types, as JSON
 	// (NewCommand encodes it).
 	Data []byte
@@ -187,7 +190,7 @@ func (p *Publisher) produce(ctx context.Context, cmds []Command) ([]Result, erro
 	for i, c := range cmds {
 		env := schemas.Envelope{
 			ID: c.ID, Type: c.Type, Source: p.cfg.Source, Time: now, SchemaVersion: 1,
-			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, Data: c.Data,
+			AggregateID: c.AggregateID, Tenant: c.Tenant, IdempotencyKey: c.IdempotencyKey, ExpectedVersion: c.ExpectedVersion, Data: c.Data,
 		}
 		rec := kafka.Record(p.cfg.Topics.Commands, 0, env)
 		wg.Add(1)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/encoding/json"
@@ -234,6 +235,11 @@ func requestHash(c Command) []byte {
 	for _, part := range [][]byte{[]byte(c.Type), []byte(c.AggregateID), []byte(c.Tenant), c.Data} {
 		h.Write(part)
 		h.Write([]byte{0})
+	}
+	// Commands without an expected version hash as they did before there
+	// was one, so that keys bound then still match their retries.
+	if c.ExpectedVersion != nil {
+		h.Write(strconv.AppendInt([]byte("expected_version="), *c.ExpectedVersion, 10))
 	}
 	return h.Sum(nil)
 }

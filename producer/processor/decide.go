@@ -163,7 +163,11 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		// aggregates with their own state.
 		key := schemas.KeyOf(env)
 		st := part.Aggregates[key]
-		events, rejection := aggregate.Decide(&st, env.AggregateID, cmd)
+		var events []any
+		rejection := versionConflict(env, st.Version)
+		if rejection == nil {
+			events, rejection = aggregate.Decide(&st, env.AggregateID, cmd)
+		}
 		if rejection != nil {
 			out.outcome.Status = schemas.StatusRejected
 			out.outcome.Rejection = rejection
@@ -250,6 +254,24 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		return nil, fmt.Errorf("produce outcomes: %w", produceErr)
 	}
 	return staged, nil
+}
+
+// versionConflict rejects a command whose aggregate is not at the version
+// it expects; nil if it is, or if the command expects none.
+func versionConflict(env schemas.Envelope, current int64) *schemas.Rejection {
+	if schemas.ExpectedVersionOK(env.ExpectedVersion, current) {
+		return nil
+	}
+	var detail string
+	switch expected := *env.ExpectedVersion; expected {
+	case schemas.ExpectExisting:
+		detail = fmt.Sprintf("the command expects %s to exist; it does not (version 0)", env.AggregateID)
+	case 0:
+		detail = fmt.Sprintf("the command expects %s not to exist yet; it is at version %d", env.AggregateID, current)
+	default:
+		detail = fmt.Sprintf("the command expects %s at version %d; it is at version %d", env.AggregateID, expected, current)
+	}
+	return &schemas.Rejection{Code: schemas.CodeVersionConflict, Detail: detail}
 }
 
 func decodeCommand(r *kgo.Record) (schemas.Envelope, any, error) {

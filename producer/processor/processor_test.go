@@ -764,6 +764,14 @@ func (c *cluster) verify(t *testing.T) {
 				}
 			}
 		}
+		if !schemas.ExpectedVersionOK(cmd.env.ExpectedVersion, wantVersion[cmd.env.AggregateID]) {
+			if d.outcome.Status != schemas.StatusRejected || d.outcome.Rejection == nil ||
+				d.outcome.Rejection.Code != schemas.CodeVersionConflict || len(d.outcome.Events) != 0 {
+				t.Errorf("command %s expects version %d of %s, which is at %d: %+v, want a version conflict",
+					id, *cmd.env.ExpectedVersion, cmd.env.AggregateID, wantVersion[cmd.env.AggregateID], d.outcome)
+			}
+			continue
+		}
 		if d.outcome.Status != schemas.StatusAccepted || len(d.outcome.Events) != 1 {
 			t.Errorf("command %s: status %s with %d events, want accepted with 1 (rejection %+v)",
 				id, d.outcome.Status, len(d.outcome.Events), d.outcome.Rejection)
