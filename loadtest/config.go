@@ -99,6 +99,11 @@ type Config struct {
 	// APIKey is sent as Authorization: Bearer on every request. Default
 	// none (an ingest with --auth none).
 	APIKey secret.Value `json:"-"`
+	// PreferWait, if positive, sends Prefer: wait with every request, so
+	// that each answer comes with the processor's decision: the latency
+	// measured is then the decision's, and a rejection by a business rule
+	// (409) counts as answered. Default 0: acknowledgements only.
+	PreferWait time.Duration `json:"prefer_wait"`
 	// IngestMetricsURL is ingest's metrics, on its ops address: its
 	// request latency and its process. Default the first of MetricsURLs.
 	IngestMetricsURL string `json:"ingest_metrics_url"`

@@ -128,7 +128,11 @@ func (res *Result) Summary() string {
 	row := func(name string, p Percentiles) {
 		fmt.Fprintf(&b, "%-22s n=%-8d p50 %8.2fms  p90 %8.2fms  p99 %8.2fms  p99.9 %8.2fms  max %8.2fms\n", name, p.Count, p.P50, p.P90, p.P99, p.P999, p.Max)
 	}
-	row("acknowledgement", res.Ack)
+	if res.Config.PreferWait > 0 {
+		row("decision (Prefer:wait)", res.Ack)
+	} else {
+		row("acknowledgement", res.Ack)
+	}
 	if p := res.IngestAck; p != nil {
 		fmt.Fprintf(&b, "%-22s n=%-8d p50 <=%6.1fms  p90 <=%6.1fms  p99 <=%6.1fms  p99.9 <=%6.1fms  (the ingest's histogram)\n",
 			"  inside ingest", p.Count, p.P50, p.P90, p.P99, p.P999)

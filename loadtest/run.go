@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -253,6 +254,9 @@ func (r *recorder) send(ctx context.Context, client *http.Client, cfg Config, j 
 	if !cfg.APIKey.IsZero() {
 		req.Header.Set("Authorization", "Bearer "+cfg.APIKey.Reveal())
 	}
+	if cfg.PreferWait > 0 {
+		req.Header.Set("Prefer", fmt.Sprintf("wait=%d", int(math.Ceil(cfg.PreferWait.Seconds()))))
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		r.fail(j, err.Error())
@@ -277,7 +281,8 @@ func (r *recorder) send(ctx context.Context, client *http.Client, cfg Config, j 
 		r.mu.Unlock()
 		return
 	}
-	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK {
+	decided := cfg.PreferWait > 0 && resp.StatusCode == http.StatusConflict && path == "/v1/commands"
+	if resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusOK && !decided {
 		r.fail(j, fmt.Sprintf("status %d: %.200s", resp.StatusCode, body))
 		return
 	}

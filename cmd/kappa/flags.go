@@ -46,7 +46,7 @@ func componentDefaults() kong.Vars {
 		"session_timeout":           duration(proc.SessionTimeout),
 		"stall_timeout":             duration(proc.StallTimeout),
 		"idempotency_window":        duration(in.IdempotencyWindow),
-		"transaction_interval":      duration(proc.MinTransactionInterval),
+		"transaction_interval":      duration(proc.TransactionInterval),
 		"clickhouse_flush_interval": duration(chProjector.FlushInterval),
 		"postgres_flush_interval":   duration(pgProjector.FlushInterval),
 		"max_batch_records":         strconv.Itoa(chProjector.MaxBatchRecords),
@@ -233,11 +233,11 @@ func (f idempotencyFlags) apply(c *roles.Config) {
 }
 
 type processorFlags struct {
-	TransactionInterval time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"${transaction_interval}" help:"Least time between the starts of a processor's transactions; under load fewer, larger transactions cost the broker less, at up to this much added latency to events. Negative: start one as soon as commands are in hand."`
+	TransactionInterval time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"${transaction_interval}" help:"Longest wait of a processor's transaction for commands to join it, from the start of the one before; the wait grows with the last transaction's size (1 ms per command), so a lone command is decided at once and a loaded processor starts one every interval. Negative: never wait."`
 }
 
 func (f processorFlags) apply(c *roles.Config) {
-	c.Processor.MinTransactionInterval = f.TransactionInterval
+	c.Processor.TransactionInterval = f.TransactionInterval
 }
 
 type batchFlags struct {

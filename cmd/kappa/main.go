@@ -124,6 +124,7 @@ type loadtestCmd struct {
 	FreshnessEvery int           `default:"20" help:"Measure freshness for one command in this many."`
 	Out            string        `default:"loadtest-results" type:"path" help:"Directory for result.json and report.html."`
 	NoCheck        bool          `help:"Skip the correctness check of the stores."`
+	PreferWait     time.Duration `name:"prefer-wait" help:"Send Prefer: wait with every request and measure the decision's latency instead of the acknowledgement's (409 rejections count as answered); e.g. 5s."`
 }
 
 // Validate refuses values the library would read as "use the default":
@@ -164,7 +165,7 @@ func (c *loadtestCmd) apiKey() (secret.Value, error) {
 func (c *loadtestCmd) Run(ctx context.Context, _ roles.Config) error {
 	cfg := loadtest.Config{
 		Target: c.Target, MetricsURLs: c.MetricsURL, IngestMetricsURL: c.IngestMetrics, Connections: c.Connections, BatchSize: c.BatchSize,
-		Carts: c.Carts, Articles: c.Articles, Zipf: c.Zipf, Seed: c.Seed, FreshnessEvery: c.FreshnessEvery, OutDir: c.Out,
+		Carts: c.Carts, Articles: c.Articles, Zipf: c.Zipf, Seed: c.Seed, FreshnessEvery: c.FreshnessEvery, OutDir: c.Out, PreferWait: c.PreferWait,
 		Steps:    []loadtest.Step{{Rate: c.Rate, Duration: c.Duration}},
 		Progress: func(line string) { fmt.Fprintln(os.Stderr, line) },
 	}

@@ -64,13 +64,16 @@ type Config struct {
 	Source string
 	// MaxBatchRecords caps the commands decided in one transaction. Default 5000.
 	MaxBatchRecords int
-	// MinTransactionInterval is the least time between the starts of two
-	// transactions. Each transaction costs the broker a dozen requests and
-	// a marker per partition whatever its size, so under load fewer,
-	// larger ones are cheaper; the price is up to this much added latency
-	// from acknowledgement to event. Default 100ms; a negative value
-	// starts one as soon as commands are in hand.
-	MinTransactionInterval time.Duration
+	// TransactionInterval bounds how long a transaction waits for
+	// commands to join it, counted from the start of the one before.
+	// Each transaction costs the broker a dozen requests and a marker per
+	// partition whatever its size, so under load fewer, larger ones are
+	// cheaper; but a lone command must not wait. The wait therefore grows
+	// with the size of the previous transaction, by batchDelayPerCommand
+	// per command, up to this bound: an idle processor starts a
+	// transaction at once, one under load every TransactionInterval.
+	// Default 100ms; a negative value never waits.
+	TransactionInterval time.Duration
 	// TransactionTimeout is how long the broker lets a transaction stay
 	// open before it aborts it, and so how long the processor waits for
 	// one to end: an abandoned transaction blocks the rebuild of its
@@ -121,8 +124,8 @@ func (c *Config) setDefaults() {
 	if c.IdempotencyWindow == 0 {
 		c.IdempotencyWindow = 24 * time.Hour
 	}
-	if c.MinTransactionInterval == 0 {
-		c.MinTransactionInterval = 100 * time.Millisecond
+	if c.TransactionInterval == 0 {
+		c.TransactionInterval = 100 * time.Millisecond
 	}
 	if c.TransactionTimeout == 0 {
 		c.TransactionTimeout = 10 * time.Second
@@ -150,8 +153,8 @@ func (c *Config) Validate() error {
 	if c.SessionTimeout < 0 || c.TransactionTimeout < 0 || c.IdempotencyWindow < 0 || c.StallTimeout < 0 {
 		errs = append(errs, errors.New("processor: SessionTimeout, TransactionTimeout, IdempotencyWindow and StallTimeout must not be negative"))
 	}
-	if c.TransactionTimeout > 0 && c.MinTransactionInterval >= c.TransactionTimeout {
-		errs = append(errs, fmt.Errorf("processor: MinTransactionInterval %s must be shorter than TransactionTimeout %s", c.MinTransactionInterval, c.TransactionTimeout))
+	if c.TransactionTimeout > 0 && c.TransactionInterval >= c.TransactionTimeout {
+		errs = append(errs, fmt.Errorf("processor: TransactionInterval %s must be shorter than TransactionTimeout %s", c.TransactionInterval, c.TransactionTimeout))
 	}
 	return errors.Join(errs...)
 }
@@ -292,9 +295,12 @@ func (p *Processor) session(ctx context.Context) error {
 	defer sess.Close()
 	p.watch.SetMember(func() string { id, _ := sess.Client().GroupMetadata(); return id })
 
-	var lastBegin time.Time
+	var (
+		lastBegin time.Time
+		lastSize  int
+	)
 	for {
-		if wait := p.cfg.MinTransactionInterval - time.Since(lastBegin); wait > 0 {
+		if wait := p.cfg.batchDelay(lastSize) - time.Since(lastBegin); wait > 0 {
 			// Commands that arrive meanwhile are fetched in the
 			// background and decided together in the next transaction.
 			select {
@@ -322,7 +328,7 @@ func (p *Processor) session(ctx context.Context) error {
 		// Commands in hand are decided and committed even if ctx ends
 		// meanwhile, so that SIGTERM leaves nothing for a restart to redo;
 		// past its timeout the broker aborts a transaction anyway.
-		lastBegin = time.Now()
+		lastBegin, lastSize = time.Now(), len(records)
 		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 		err := p.transact(txCtx, sess, records)
 		cancel()
@@ -330,6 +336,22 @@ func (p *Processor) session(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// batchDelayPerCommand is how much longer the next transaction waits for
+// each command of the last one. Commands that arrive at rate r while a
+// transaction of length T runs make batches of about r·T/(1 - r·d): at 100
+// commands a second and a 10 ms transaction, one command and a wait of
+// 1 ms; from 1/d = 1000 a second, the wait reaches TransactionInterval.
+const batchDelayPerCommand = time.Millisecond
+
+// batchDelay is how long after the start of a transaction of lastSize
+// commands the next one may start.
+func (c *Config) batchDelay(lastSize int) time.Duration {
+	if c.TransactionInterval < 0 {
+		return 0
+	}
+	return min(c.TransactionInterval, time.Duration(lastSize)*batchDelayPerCommand)
 }
 
 func (p *Processor) forgetRevoked() {
