@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/kappa-cqrs/kappa/producer/processor"
 )
 
 // Handler serves a registry's metrics. Each ?name=N limits the page to the
@@ -155,9 +157,17 @@ func (m *Projection) DeadLettered(n int) { m.deadLettered.Add(float64(n)) }
 // processor.Observer and groupwatch.Observer.
 type Processor struct {
 	*member
-	commands  *prometheus.CounterVec
-	committed prometheus.Counter
-	aborted   prometheus.Counter
+	commands   *prometheus.CounterVec
+	committed  prometheus.Counter
+	aborted    prometheus.Counter
+	txCommands prometheus.Histogram
+	txSeconds  prometheus.Histogram
+	decision   prometheus.Histogram
+	restores   prometheus.Histogram
+	restored   prometheus.Counter
+	aggregates prometheus.Gauge
+	keyed      prometheus.Gauge
+	bytes      prometheus.Gauge
 }
 
 // NewProcessor registers the processors' metrics.
@@ -170,17 +180,52 @@ func NewProcessor(reg prometheus.Registerer) *Processor {
 			Help: "Transactions committed; each writes a marker to every partition it touched."}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_transactions_aborted_total",
 			Help: "Transactions aborted; their commands are decided again."}),
+		txCommands: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_transaction_commands",
+			Help: "Commands per committed transaction.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		txSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_transaction_seconds",
+			Help: "Time from a committed transaction's begin to its end.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		decision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_decision_seconds",
+			Help: "Time from a command's record (written by ingest) to the commit of its decision.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
+		restores: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_restore_seconds",
+			Help: "Time to rebuild the state of newly assigned partitions.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_restored_records_total",
+			Help: "Records read to rebuild state."}),
+		aggregates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_aggregates",
+			Help: "Aggregates whose state the processor holds in memory."}),
+		keyed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_keyed_outcomes",
+			Help: "Outcomes of commands with idempotency keys held for their window."}),
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_state_bytes",
+			Help: "Estimated bytes of the aggregates' state in memory."}),
 	}
-	reg.MustRegister(m.commands, m.committed, m.aborted)
+	reg.MustRegister(m.commands, m.committed, m.aborted, m.txCommands, m.txSeconds, m.decision, m.restores, m.restored,
+		m.aggregates, m.keyed, m.bytes)
 	return m
 }
 
-// Committed records the commands of a committed transaction.
-func (m *Processor) Committed(accepted, rejected, duplicates int) {
+// Committed records a committed transaction.
+func (m *Processor) Committed(tx processor.Transaction) {
 	m.committed.Inc()
-	m.commands.WithLabelValues("accepted").Add(float64(accepted))
-	m.commands.WithLabelValues("rejected").Add(float64(rejected))
-	m.commands.WithLabelValues("duplicate").Add(float64(duplicates))
+	m.commands.WithLabelValues("accepted").Add(float64(tx.Accepted))
+	m.commands.WithLabelValues("rejected").Add(float64(tx.Rejected))
+	m.commands.WithLabelValues("duplicate").Add(float64(tx.Duplicates))
+	m.txCommands.Observe(float64(len(tx.Decided)))
+	m.txSeconds.Observe(tx.Took.Seconds())
+	for _, d := range tx.Decided {
+		m.decision.Observe(d.Seconds())
+	}
+}
+
+// Restored records a rebuild of state.
+func (m *Processor) Restored(records int, took time.Duration) {
+	m.restores.Observe(took.Seconds())
+	m.restored.Add(float64(records))
+}
+
+// Held records the state in memory.
+func (m *Processor) Held(aggregates, keyed int, bytes int64) {
+	m.aggregates.Set(float64(aggregates))
+	m.keyed.Set(float64(keyed))
+	m.bytes.Set(float64(bytes))
 }
 
 // Aborted records an aborted transaction.

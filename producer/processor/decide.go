@@ -62,16 +62,35 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		p.cfg.Observer.Aborted()
 		return nil
 	}
-	p.cfg.Observer.Committed(staged.accepted, staged.rejected, staged.duplicates)
+	now := time.Now()
+	tx := Transaction{Accepted: staged.accepted, Rejected: staged.rejected, Duplicates: staged.duplicates,
+		Took: now.Sub(began), Decided: make([]time.Duration, len(records))}
+	for i, r := range records {
+		tx.Decided[i] = now.Sub(r.Timestamp)
+	}
+	p.cfg.Observer.Committed(tx)
 	for part, next := range nextOffsets(records) {
 		p.watch.Progressed(part, next)
 	}
 	for key, o := range staged.keyed {
 		if part, ok := p.partitions[key.partition]; ok {
-			part.remember(*o, time.Now(), p.cfg.IdempotencyWindow)
+			part.remember(*o, now, p.cfg.IdempotencyWindow)
 		}
 	}
+	p.reportHeld()
 	return nil
+}
+
+// reportHeld tells the observer what state is in memory.
+func (p *Processor) reportHeld() {
+	var aggregates, keyed int
+	var bytes int64
+	for _, part := range p.partitions {
+		aggregates += len(part.Aggregates)
+		keyed += len(part.Keyed)
+		bytes += part.bytes
+	}
+	p.cfg.Observer.Held(aggregates, keyed, bytes)
 }
 
 // keyedCommand names a command that carried an idempotency key.
@@ -163,6 +182,9 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		// aggregates with their own state.
 		key := schemas.KeyOf(env)
 		st := part.Aggregates[key]
+		// Decisions change a cart's lines in place: its size is taken
+		// before.
+		sizeBefore := aggregate.SizeOf(st)
 		var events []any
 		rejection := versionConflict(env, st.Version)
 		if rejection == nil {
@@ -209,7 +231,11 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			})
 		}
 		aggregate.Retire(&st)
+		if _, held := part.Aggregates[key]; !held {
+			sizeBefore = -int64(len(key)) - heldAggregateOverhead
+		}
 		part.Aggregates[key] = st
+		part.bytes += aggregate.SizeOf(st) - sizeBefore
 		out.version = st.Version
 	}
 	// The outcomes name their events' positions, so they are produced once

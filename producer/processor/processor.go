@@ -37,16 +37,35 @@ const slowTransaction = 300 * time.Millisecond
 
 // Observer receives what a Processor decides; metrics plug in here.
 type Observer interface {
-	// Committed reports the commands of a committed transaction.
-	Committed(accepted, rejected, duplicates int)
+	// Committed reports a committed transaction.
+	Committed(Transaction)
 	// Aborted reports an aborted transaction.
 	Aborted()
+	// Restored reports a rebuild of state: the records read and how long
+	// it took.
+	Restored(records int, took time.Duration)
+	// Held reports the state in memory after a change: aggregates,
+	// remembered outcomes of keyed commands, and an estimate of their
+	// bytes.
+	Held(aggregates, keyed int, bytes int64)
+}
+
+// Transaction is what a committed transaction decided.
+type Transaction struct {
+	Accepted, Rejected, Duplicates int
+	// Took is from its begin to its end.
+	Took time.Duration
+	// Decided holds, per command, the time from its record's timestamp
+	// (when ingest wrote it) to the commit.
+	Decided []time.Duration
 }
 
 type noObserver struct{}
 
-func (noObserver) Committed(int, int, int) {}
-func (noObserver) Aborted()                {}
+func (noObserver) Committed(Transaction)       {}
+func (noObserver) Aborted()                    {}
+func (noObserver) Restored(int, time.Duration) {}
+func (noObserver) Held(int, int, int64)        {}
 
 // Config configures a Processor. Zero values take the documented defaults.
 type Config struct {

@@ -872,20 +872,49 @@ func (r *running) stop(t *testing.T) {
 type observer struct {
 	accepted, rejected, duplicates, aborted atomic.Int64
 
-	mu      sync.Mutex
-	commits []commit
+	mu       sync.Mutex
+	commits  []commit
+	decided  int
+	restored int
+	held     heldState
+}
+
+// heldState is what a processor last reported holding.
+type heldState struct {
+	aggregates, keyed int
+	bytes             int64
 }
 
 // commit is what one committed transaction decided.
 type commit struct{ accepted, rejected, duplicates int }
 
-func (o *observer) Committed(accepted, rejected, duplicates int) {
-	o.accepted.Add(int64(accepted))
-	o.rejected.Add(int64(rejected))
-	o.duplicates.Add(int64(duplicates))
+func (o *observer) Committed(tx processor.Transaction) {
+	o.accepted.Add(int64(tx.Accepted))
+	o.rejected.Add(int64(tx.Rejected))
+	o.duplicates.Add(int64(tx.Duplicates))
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.commits = append(o.commits, commit{accepted, rejected, duplicates})
+	o.commits = append(o.commits, commit{tx.Accepted, tx.Rejected, tx.Duplicates})
+	o.decided += len(tx.Decided)
+}
+
+func (o *observer) Restored(records int, _ time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.restored += records
+}
+
+func (o *observer) Held(aggregates, keyed int, bytes int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.held = heldState{aggregates, keyed, bytes}
+}
+
+// state returns the last state held and the records restored so far.
+func (o *observer) state() (heldState, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.held, o.restored
 }
 
 func (o *observer) Aborted() { o.aborted.Add(1) }

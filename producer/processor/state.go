@@ -37,9 +37,15 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 		return err
 	}
 	for part, state := range rebuilt {
+		for key, st := range state.Aggregates {
+			state.bytes += heldBytes(key, st)
+		}
 		p.partitions[part] = state
 	}
-	p.log.Info("rebuilt aggregate state", "partitions", missing, "events", events, "took", time.Since(start))
+	took := time.Since(start)
+	p.log.Info("rebuilt aggregate state", "partitions", missing, "events", events, "took", took)
+	p.cfg.Observer.Restored(events, took)
+	p.reportHeld()
 	return nil
 }
 
@@ -50,6 +56,18 @@ type Partition struct {
 	// it owns, and the garbage collector scans them all on every cycle.
 	Aggregates map[string]aggregate.State
 	Keyed      map[string]KeyedOutcome // by command id
+	// bytes estimates the memory Aggregates holds (heldBytes).
+	bytes int64
+}
+
+// heldAggregateOverhead estimates what a map entry costs beyond its key
+// and its state: the key's string header, the bucket's share and the
+// state's own fields.
+const heldAggregateOverhead = 16 + 16 + 24
+
+// heldBytes estimates the memory of one aggregate in Aggregates.
+func heldBytes(key string, st aggregate.State) int64 {
+	return int64(len(key)) + heldAggregateOverhead + aggregate.SizeOf(st)
 }
 
 // KeyedOutcome is a remembered outcome and when it was decided.
