@@ -28,7 +28,8 @@ func All(ctx context.Context, cfg Config) error {
 	if err := Migrate(ctx, cfg, true, true); err != nil {
 		return err
 	}
-	shared := &readiness{checks: map[string]func(context.Context) error{}}
+	shared := &readiness{checks: map[string]func(context.Context) error{},
+		expected: []string{"ingest", "processor", "projection " + clickhouseName, "projection " + postgresName}}
 	g, gctx := errgroup.WithContext(ctx)
 	opsCfg := cfg // serves the address itself; the roles below hand it their checks
 	g.Go(func() error { return serveOps(gctx, opsCfg, "all", cfg.Registry, shared.ready) })

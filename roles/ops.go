@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,10 @@ func (c Config) registry() *prometheus.Registry {
 // readiness gathers the readiness checks of the roles that run in one
 // process, which share one ops address (kappa dev).
 type readiness struct {
+	// expected names every role of the process: one that has not yet
+	// handed in its check is not ready either.
+	expected []string
+
 	mu     sync.Mutex
 	checks map[string]func(context.Context) error
 }
@@ -53,6 +58,11 @@ func (r *readiness) ready(ctx context.Context) error {
 	r.mu.Unlock()
 	sort.Strings(names)
 	var errs []error
+	for _, name := range r.expected {
+		if !slices.Contains(names, name) {
+			errs = append(errs, fmt.Errorf("%s: not started yet", name))
+		}
+	}
 	for _, name := range names {
 		r.mu.Lock()
 		check := r.checks[name]

@@ -31,3 +31,15 @@ func TestSharedReadinessNamesEveryRoleThatIsNotReady(t *testing.T) {
 		t.Fatalf("ready = %v, want the processor and the Postgres projection named", err)
 	}
 }
+
+func TestSharedReadinessWaitsForEveryRole(t *testing.T) {
+	r := &readiness{checks: map[string]func(context.Context) error{}, expected: []string{"ingest", "processor"}}
+	r.add("ingest", func(context.Context) error { return nil })
+	if err := r.ready(t.Context()); err == nil || !strings.Contains(err.Error(), "processor: not started yet") {
+		t.Fatalf("ready = %v with the processor not started, want it named", err)
+	}
+	r.add("processor", func(context.Context) error { return nil })
+	if err := r.ready(t.Context()); err != nil {
+		t.Fatalf("ready = %v with every role ready", err)
+	}
+}

@@ -251,6 +251,12 @@ func runProcess(ctx context.Context, cfg Config) error {
 	return g.Wait()
 }
 
+// Names of the projections, in logs, metrics and readiness.
+const (
+	postgresName   = "postgres"
+	clickhouseName = "clickhouse"
+)
+
 // ProjectPostgres runs the Postgres projection until ctx ends.
 func ProjectPostgres(ctx context.Context, cfg Config) error {
 	return quietOnCancel(ctx, runProjectPostgres(ctx, cfg))
@@ -275,7 +281,7 @@ func runProjectPostgres(ctx context.Context, cfg Config) error {
 	if err := untilReachable(ctx, cfg.Logger, "migrate postgres", store.Migrate); err != nil {
 		return err
 	}
-	return project(ctx, cfg, "postgres", store)
+	return project(ctx, cfg, postgresName, store)
 }
 
 // ProjectClickHouse runs the ClickHouse projection until ctx ends.
@@ -302,7 +308,7 @@ func runProjectClickHouse(ctx context.Context, cfg Config) error {
 	if err := untilReachable(ctx, cfg.Logger, "migrate clickhouse", store.Migrate); err != nil {
 		return err
 	}
-	return project(ctx, cfg, "clickhouse", store)
+	return project(ctx, cfg, clickhouseName, store)
 }
 
 // pinger is what readiness asks of a sink.
