@@ -1,13 +1,13 @@
 package roles
 
 import (
-	"slices"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
