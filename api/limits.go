@@ -119,25 +119,25 @@ func credentialOf(r *http.Request) string {
 // admitCommands takes n command tokens for the request's credential, or
 // answers 429 itself.
 func (s *Server) admitCommands(w http.ResponseWriter, r *http.Request, n int) bool {
-	return s.admit(w, r, s.commandBuckets, n, fmt.Sprintf("%g commands a second", s.cfg.CommandRate))
+	return s.admit(w, r, s.commandBuckets, n, s.cfg.CommandRate, "commands")
 }
 
 // read wraps a read endpoint: each request takes a read token of its
 // credential, or is answered 429.
 func (s *Server) read(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.admit(w, r, s.readBuckets, 1, fmt.Sprintf("%g reads a second", s.cfg.ReadRate)) {
+		if s.admit(w, r, s.readBuckets, 1, s.cfg.ReadRate, "reads") {
 			next(w, r)
 		}
 	}
 }
 
-func (s *Server) admit(w http.ResponseWriter, r *http.Request, b *buckets, n int, limit string) bool {
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, b *buckets, n int, perSecond float64, what string) bool {
 	wait, ok := b.take(credentialOf(r), n, time.Now())
 	if ok {
 		return true
 	}
-	s.tooMany(w, r, refusedRate, wait, "this credential is over its limit of "+limit)
+	s.tooMany(w, r, refusedRate, wait, fmt.Sprintf("this credential is over its limit of %g %s a second", perSecond, what))
 	return false
 }
 

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -75,7 +76,7 @@ func TenantSteps(db string, major int, m Migration, have map[string]TableState) 
 		steps = append(steps, swap...)
 	}
 	steps = append(steps, views...)
-	for _, name := range sortedKeys(have) {
+	for _, name := range slices.Sorted(maps.Keys(have)) {
 		if strings.HasPrefix(name, writerPrefix) {
 			steps = append(steps, DropTable(db, name, major))
 		}
@@ -145,33 +146,25 @@ func copyStatement(db, target, create, source string, sourceColumns []string) (s
 		db, target, strings.Join(names, ", "), strings.Join(values, ", "), db, source), nil
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // tables reads what the database holds of every table.
 func (s *Store) tables(ctx context.Context) (map[string]TableState, error) {
 	have := map[string]TableState{}
-	rows, err := s.conn.Query(ctx, "SELECT name, sorting_key FROM system.tables WHERE database = ?", s.cfg.Database)
+	tables, err := s.conn.Query(ctx, "SELECT name, sorting_key FROM system.tables WHERE database = ?", s.cfg.Database)
 	if err != nil {
 		return nil, fmt.Errorf("read the tables of %s: %w", s.cfg.Database, err)
 	}
-	for rows.Next() {
+	defer func() { _ = tables.Close() }()
+	for tables.Next() {
 		var name, key string
-		if err := rows.Scan(&name, &key); err != nil {
+		if err := tables.Scan(&name, &key); err != nil {
 			return nil, err
 		}
 		have[name] = TableState{TenantFirst: key == "tenant" || strings.HasPrefix(key, "tenant,")}
 	}
-	if err := rows.Err(); err != nil {
+	if err := tables.Err(); err != nil {
 		return nil, err
 	}
-	rows, err = s.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", s.cfg.Database)
+	rows, err := s.conn.Query(ctx, "SELECT table, name FROM system.columns WHERE database = ?", s.cfg.Database)
 	if err != nil {
 		return nil, fmt.Errorf("read the columns of %s: %w", s.cfg.Database, err)
 	}
