@@ -45,7 +45,7 @@ func Run(ctx context.Context, cfg Config, bin string, progress func(string)) ([]
 	}
 	defer func() {
 		// The bench's topics are of no use after the run; the broker's disk is.
-		_, _ = kadm.NewClient(cl).DeleteTopics(context.WithoutCancel(ctx), names.Commands, names.Events, names.EventsDeadLetter)
+		_, _ = kadm.NewClient(cl).DeleteTopics(context.WithoutCancel(ctx), names.Commands, names.Events, names.EventsDeadLetter, names.State)
 	}()
 	progress(fmt.Sprintf("producing %d events into %s", cfg.Events, eventsTopic(cfg)))
 	if err := produceEvents(ctx, cfg); err != nil {

@@ -27,6 +27,25 @@ func buildKappa(t *testing.T) string {
 	return bin
 }
 
+// startProcess runs `kappa process` with env, its output in a log file
+// whose path it returns; the test kills it at its end.
+func startProcess(t *testing.T, bin string, env []string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(bin, "process")
+	cmd.Env = env
+	log := filepath.Join(t.TempDir(), "process.log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, log
+}
+
 type projectorProcess struct {
 	t    *testing.T
 	bin  string

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -30,17 +29,7 @@ func TestAKilledStaticProcessorTakesItsPartitionsBack(t *testing.T) {
 		"KAPPA_TOPIC_PREFIX="+sys.cfg.TopicPrefix, "KAPPA_GROUP_PREFIX="+sys.cfg.GroupPrefix,
 		"KAPPA_INSTANCE_ID=process-0", "KAPPA_SESSION_TIMEOUT=60s", "KAPPA_LOG_LEVEL=info")
 	start := func() *exec.Cmd {
-		cmd := exec.Command(bin, "process")
-		cmd.Env = env
-		log, err := os.Create(filepath.Join(t.TempDir(), "process.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		cmd, _ := startProcess(t, bin, env)
 		return cmd
 	}
 	m := newModel()

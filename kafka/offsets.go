@@ -23,6 +23,30 @@ func StableOffsets(ctx context.Context, cl *kgo.Client, topic string) (map[int32
 	return offsetsOf(topic, "stable end", listed, err)
 }
 
+// StartOffsets returns each partition's log start offset: the first
+// offset still kept.
+func StartOffsets(ctx context.Context, cl *kgo.Client, topic string) (map[int32]int64, error) {
+	listed, err := kadm.NewClient(cl).ListStartOffsets(ctx, topic)
+	return offsetsOf(topic, "start", listed, err)
+}
+
+// TopicID returns the id the cluster gave the topic when it was created;
+// a topic deleted and created again under its name has a new one.
+func TopicID(ctx context.Context, cl *kgo.Client, topic string) ([16]byte, error) {
+	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		return [16]byte{}, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	d, ok := details[topic]
+	if !ok {
+		return [16]byte{}, fmt.Errorf("describe topic %s: not listed", topic)
+	}
+	if d.Err != nil {
+		return [16]byte{}, fmt.Errorf("describe topic %s: %w", topic, d.Err)
+	}
+	return d.ID, nil
+}
+
 func offsetsOf(topic, what string, listed kadm.ListedOffsets, err error) (map[int32]int64, error) {
 	if err == nil {
 		err = listed.Error()

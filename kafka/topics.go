@@ -4,7 +4,10 @@ package kafka
 // counts and retention. The commands and events topics share one partition
 // count so that partition N of each belongs to the same aggregates: a
 // processor that owns partition N of commands owns partition N of events.
-// Outcomes are records of the events topic.
+// Outcomes are records of the events topic. The state topic is the
+// processors' changelog, co-partitioned too: the latest state of every
+// aggregate, compacted, so that a processor restores a partition from it
+// in time that depends on the live aggregates, not on all of history.
 
 import (
 	"context"
@@ -23,6 +26,7 @@ type Topics struct {
 	Commands         string
 	Events           string
 	EventsDeadLetter string
+	State            string
 }
 
 // TopicsFor derives the topic names from a prefix such as "kappa".
@@ -31,6 +35,7 @@ func TopicsFor(prefix string) Topics {
 		Commands:         prefix + ".commands",
 		Events:           prefix + ".events",
 		EventsDeadLetter: prefix + ".events.dlq",
+		State:            prefix + ".state",
 	}
 }
 
@@ -83,15 +88,36 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, names Topics, cfg TopicCo
 		{names.EventsDeadLetter, cfg.Partitions, map[string]*string{"retention.ms": &forever}},
 	}
 	for _, s := range specs {
-		resp, err := adm.CreateTopic(ctx, s.partitions, cfg.ReplicationFactor, s.configs, s.name)
-		if err == nil {
-			err = resp.Err
-		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-			return 0, fmt.Errorf("create topic %s: %w", s.name, err)
+		if err := createTopic(ctx, adm, s.name, s.partitions, cfg.ReplicationFactor, s.configs); err != nil {
+			return 0, err
 		}
 	}
-	return checkCoPartitioned(ctx, adm, names.Commands, names.Events)
+	partitions, err := checkCoPartitioned(ctx, adm, names.Commands, names.Events)
+	if err != nil || names.State == "" {
+		return partitions, err
+	}
+	// The changelog follows the topics as they are, which may predate
+	// this build or today's --partitions.
+	// Compaction never touches a partition's active segment: smaller
+	// segments than the default 1 GiB keep what a restore without a
+	// local store reads close to the live state.
+	compact, segment := "compact", strconv.Itoa(64<<20)
+	if err := createTopic(ctx, adm, names.State, partitions, cfg.ReplicationFactor,
+		map[string]*string{"cleanup.policy": &compact, "segment.bytes": &segment}); err != nil {
+		return 0, err
+	}
+	return checkCoPartitioned(ctx, adm, names.Commands, names.Events, names.State)
+}
+
+func createTopic(ctx context.Context, adm *kadm.Client, name string, partitions int32, replication int16, configs map[string]*string) error {
+	resp, err := adm.CreateTopic(ctx, partitions, replication, configs, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", name, err)
+	}
+	return nil
 }
 
 func checkCoPartitioned(ctx context.Context, adm *kadm.Client, names ...string) (int32, error) {

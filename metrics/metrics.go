@@ -166,6 +166,7 @@ type Processor struct {
 	restores   prometheus.Histogram
 	restored   prometheus.Counter
 	aggregates prometheus.Gauge
+	inMemory   prometheus.Gauge
 	keyed      prometheus.Gauge
 	bytes      prometheus.Gauge
 }
@@ -187,18 +188,20 @@ func NewProcessor(reg prometheus.Registerer) *Processor {
 		decision: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_decision_seconds",
 			Help: "Time from a command's record (written by ingest) to the commit of its decision.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}),
 		restores: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kappa_processor_restore_seconds",
-			Help: "Time to rebuild the state of newly assigned partitions.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+			Help: "Time to restore the state of newly assigned partitions.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
 		restored: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_restored_records_total",
-			Help: "Records read to rebuild state."}),
+			Help: "Records read to restore state: the changelog's, or the events' of a partition the changelog lacks."}),
 		aggregates: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_aggregates",
-			Help: "Aggregates whose state the processor holds in memory."}),
+			Help: "Aggregates of the owned partitions in the processor's local state store."}),
+		inMemory: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_aggregates_in_memory",
+			Help: "Aggregates held in memory: those the last transaction changed."}),
 		keyed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_keyed_outcomes",
-			Help: "Outcomes of commands with idempotency keys held for their window."}),
-		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_state_bytes",
-			Help: "Estimated bytes of the aggregates' state in memory."}),
+			Help: "Outcomes of commands with idempotency keys remembered for their window."}),
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_state_memory_bytes",
+			Help: "Bytes the local state store holds in memory: block cache and memtables."}),
 	}
 	reg.MustRegister(m.commands, m.committed, m.aborted, m.txCommands, m.txSeconds, m.decision, m.restores, m.restored,
-		m.aggregates, m.keyed, m.bytes)
+		m.aggregates, m.inMemory, m.keyed, m.bytes)
 	return m
 }
 
@@ -215,17 +218,18 @@ func (m *Processor) Committed(tx processor.Transaction) {
 	}
 }
 
-// Restored records a rebuild of state.
+// Restored records a restore of state.
 func (m *Processor) Restored(records int, took time.Duration) {
 	m.restores.Observe(took.Seconds())
 	m.restored.Add(float64(records))
 }
 
-// Held records the state in memory.
-func (m *Processor) Held(aggregates, keyed int, bytes int64) {
-	m.aggregates.Set(float64(aggregates))
-	m.keyed.Set(float64(keyed))
-	m.bytes.Set(float64(bytes))
+// Held records the state held.
+func (m *Processor) Held(h processor.Held) {
+	m.aggregates.Set(float64(h.Aggregates))
+	m.inMemory.Set(float64(h.InMemory))
+	m.keyed.Set(float64(h.Keyed))
+	m.bytes.Set(float64(h.MemoryBytes))
 }
 
 // Aborted records an aborted transaction.

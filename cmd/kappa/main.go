@@ -393,7 +393,7 @@ type devCmd struct {
 	batchFlags
 	idempotencyFlags
 	processorFlags
-	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log and of the development API key (dev-api-key)."`
+	DataDir    string `env:"KAPPA_DATA_DIR" default:".data" type:"path" help:"Directory of the embedded broker's log, the processor's state (state) and the development API key (dev-api-key)."`
 	BrokerPort int    `env:"KAPPA_DEV_BROKER_PORT" default:"29092" help:"Port of the embedded Kafka broker (0 picks one)."`
 }
 
@@ -466,6 +466,9 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.batchFlags.apply(&cfg)
 	c.idempotencyFlags.apply(&cfg)
 	c.processorFlags.apply(&cfg)
+	if cfg.Processor.StateDir == "" {
+		cfg.Processor.StateDir = filepath.Join(c.DataDir, "state")
+	}
 	c.devOpsFlags.apply(&cfg)
 	c.authFlags.apply(&cfg)
 	return roles.Dev(ctx, cfg, filepath.Join(c.DataDir, "kafka"), c.BrokerPort, filepath.Join(c.DataDir, filepath.Base(devAPIKeyFile)))

@@ -221,25 +221,3 @@ func without(ids []string, id string) []string {
 	}
 	return ids
 }
-
-// SizeOf estimates the memory a state holds beyond its own fields, for
-// the processor's account of what it keeps: a retired article shares one
-// value and costs nothing; a cart costs its struct, and each line its
-// product id twice (map key and order), its numbers and a share of the
-// map's buckets.
-func SizeOf(s State) int64 {
-	var n int64
-	if s.Article != nil && s.Article != publishedArticle {
-		n += 16 + int64(len(s.Article.AuthorID))
-	}
-	if c := s.Cart; c != nil {
-		n += 48
-		if c.Lines != nil {
-			n += 48 // the map's header
-		}
-		for id := range c.Lines {
-			n += 2*(16+int64(len(id))) + 16 + 16
-		}
-	}
-	return n
-}

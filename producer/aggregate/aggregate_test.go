@@ -60,7 +60,7 @@ func replay(events ...any) *aggregate.State {
 
 // run decides and applies commands in order, failing on any rejection, and
 // returns the state.
-func run(t *testing.T, id string, cmds ...any) *aggregate.State {
+func run(t testing.TB, id string, cmds ...any) *aggregate.State {
 	t.Helper()
 	s := &aggregate.State{}
 	for i, c := range cmds {
@@ -322,11 +322,10 @@ func TestApplyBuildsState(t *testing.T) {
 	}
 }
 
-// A retired state decides every command as the full state does, and
-// retiring leaves open carts and articles alone.
-func TestRetireKeepsEveryDecision(t *testing.T) {
-	commands := []any{publish("u1"), update("T"), add("p1", 1, 10), add("p9", 1, 99), remove("p1", 1), checkout("c2")}
-	decideAll := func(s *aggregate.State) []string {
+// decidesEach returns what a state decides for each of the commands, one
+// after the other, without applying their events.
+func decidesEach(commands ...any) func(*aggregate.State) []string {
+	return func(s *aggregate.State) []string {
 		var got []string
 		for _, cmd := range commands {
 			events, rej := aggregate.Decide(s, "cart-1", cmd)
@@ -334,6 +333,12 @@ func TestRetireKeepsEveryDecision(t *testing.T) {
 		}
 		return got
 	}
+}
+
+// A retired state decides every command as the full state does, and
+// retiring leaves open carts and articles alone.
+func TestRetireKeepsEveryDecision(t *testing.T) {
+	decideAll := decidesEach(publish("u1"), update("T"), add("p1", 1, 10), add("p9", 1, 99), remove("p1", 1), checkout("c2"))
 	full := run(t, "cart-1", add("p1", 2, 10), add("p2", 1, 5), checkout("c1"))
 	retired := run(t, "cart-1", add("p1", 2, 10), add("p2", 1, 5), checkout("c1"))
 	aggregate.Retire(retired)

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,10 +23,10 @@ import (
 // transact decides records in one transaction and, if it commits, makes
 // the new state the committed one.
 func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) error {
-	if err := p.rebuildMissing(ctx, records); err != nil {
+	if err := p.restoreMissing(ctx, records); err != nil {
 		// Without state no decision is safe: abort so the commands are
 		// redelivered, and try again.
-		p.log.Error("rebuild aggregate state", "err", err)
+		p.log.Error("restore aggregate state", "err", err)
 		if _, endErr := sess.End(ctx, kgo.TryAbort); endErr != nil {
 			return fmt.Errorf("abort after failed rebuild: %w", endErr)
 		}
@@ -48,11 +49,12 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 			"decide_and_produce", decided.Sub(began), "end", time.Since(decided))
 	}
 	if endErr != nil || !committed {
-		// The decisions changed the in-memory state as they were made; it
+		// The decisions changed the state in memory as they were made; it
 		// is only right if they were committed, so drop all of it. The
 		// session rewinds to the last committed offsets, and the next
-		// batch rebuilds state from the events topic.
-		p.partitions = map[int32]*Partition{}
+		// batch restores state from the store and the changelog's tail
+		// (the store only ever holds committed state).
+		p.partitions = map[int32]*owned{}
 	}
 	if endErr != nil {
 		return fmt.Errorf("end transaction: %w", endErr)
@@ -72,25 +74,60 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 	for part, next := range nextOffsets(records) {
 		p.watch.Progressed(part, next)
 	}
-	for key, o := range staged.keyed {
-		if part, ok := p.partitions[key.partition]; ok {
-			part.remember(*o, now, p.cfg.IdempotencyWindow)
-		}
+	inMemory := 0
+	for _, o := range p.partitions {
+		inMemory += len(o.changed)
 	}
-	p.reportHeld()
+	if err := p.storeCommitted(staged); err != nil {
+		// The changelog has what the store missed: restore from it.
+		p.log.Error("write committed state to the state store; restoring from the changelog", "err", err)
+		p.partitions = map[int32]*owned{}
+	}
+	p.reportHeld(inMemory)
 	return nil
 }
 
-// reportHeld tells the observer what state is in memory.
-func (p *Processor) reportHeld() {
-	var aggregates, keyed int
-	var bytes int64
-	for _, part := range p.partitions {
-		aggregates += len(part.Aggregates)
-		keyed += len(part.Keyed)
-		bytes += part.bytes
+// storeCommitted writes what a committed transaction changed to the store,
+// with each partition's new checkpoint, and ends the transaction's state
+// in memory.
+func (p *Processor) storeCommitted(staged *stagedChanges) error {
+	b := p.store.newBatch()
+	defer b.close()
+	for _, w := range staged.changelog {
+		o, ok := p.partitions[w.partition]
+		if !ok {
+			return fmt.Errorf("partition %d is no longer restored", w.partition)
+		}
+		if err := applyChangelog(b, w.partition, &o.cp, w.key, w.value); err != nil {
+			return err
+		}
 	}
-	p.cfg.Observer.Held(aggregates, keyed, bytes)
+	for part, next := range staged.changelogNext {
+		o := p.partitions[part]
+		o.cp.Next = next
+		if err := b.setCheckpoint(part, o.cp); err != nil {
+			return err
+		}
+	}
+	if err := b.commit(); err != nil {
+		return err
+	}
+	for part := range staged.changelogNext {
+		o := p.partitions[part]
+		o.bootstrap = false
+		clear(o.changed)
+	}
+	return nil
+}
+
+// reportHeld tells the observer what state is held.
+func (p *Processor) reportHeld(inMemory int) {
+	h := Held{InMemory: inMemory, MemoryBytes: p.store.memoryBytes()}
+	for _, o := range p.partitions {
+		h.Aggregates += o.cp.Aggregates
+		h.Keyed += o.cp.Keyed
+	}
+	p.cfg.Observer.Held(h)
 }
 
 // keyedCommand names a command that carried an idempotency key.
@@ -107,22 +144,32 @@ const processorLinger = 100 * time.Millisecond
 // outcomes of keyed commands are remembered only if it commits.
 type stagedChanges struct {
 	keyed map[keyedCommand]*schemas.Outcome
+	// changelog holds the changelog records the transaction wrote, to
+	// apply to the store once it commits, and changelogNext the offset
+	// after each partition's last one.
+	changelog     []changelogRecord
+	changelogNext map[int32]int64
 
 	accepted, rejected, duplicates int
 }
 
+// changelogRecord is one record of the changelog topic.
+type changelogRecord struct {
+	partition  int32
+	key, value []byte
+}
+
 // decided returns the outcome of a command with an idempotency key decided
-// in this transaction or remembered from earlier ones.
-func (p *Processor) decided(staged *stagedChanges, partition int32, commandID string) (schemas.Outcome, bool) {
+// in this transaction or remembered from earlier ones within the window.
+func (p *Processor) decided(staged *stagedChanges, partition int32, commandID string, now time.Time) (schemas.Outcome, bool, error) {
 	if o, ok := staged.keyed[keyedCommand{partition, commandID}]; ok {
-		return *o, true
+		return *o, true, nil
 	}
-	if part, ok := p.partitions[partition]; ok {
-		if k, ok := part.Keyed[commandID]; ok {
-			return k.Outcome, true
-		}
+	k, ok, err := p.store.keyed(partition, commandID)
+	if err != nil || !ok || now.Sub(k.DecidedAt) > p.cfg.IdempotencyWindow {
+		return schemas.Outcome{}, false, err
 	}
-	return schemas.Outcome{}, false
+	return k.Outcome, true, nil
 }
 
 type pendingOutcome struct {
@@ -137,7 +184,7 @@ type pendingOutcome struct {
 // cost a tenth of the processor's CPU); transact drops all state unless the
 // transaction commits.
 func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (*stagedChanges, error) {
-	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}}
+	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{}}
 	outcomes := make([]*pendingOutcome, 0, len(records))
 	var (
 		produceMu  sync.Mutex
@@ -161,7 +208,11 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		}
 		out.outcome.IdempotencyKey = env.IdempotencyKey
 		if env.IdempotencyKey != "" {
-			if original, ok := p.decided(staged, r.Partition, env.ID); ok {
+			original, ok, err := p.decided(staged, r.Partition, env.ID, now)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
 				// A retry: repeat the original outcome, decide nothing.
 				out.outcome = original
 				out.outcome.CommandPosition = kafka.Position(r)
@@ -174,17 +225,17 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		}
 		part, ok := p.partitions[r.Partition]
 		if !ok {
-			return nil, fmt.Errorf("no state for partition %d: it was not rebuilt", r.Partition)
+			return nil, fmt.Errorf("no state for partition %d: it was not restored", r.Partition)
 		}
 		// A copy, stored back only once it has events: refusals of
-		// commands to unknown ids must not fill memory.
+		// commands to unknown ids must not fill the store.
 		// An aggregate is its tenant's: the same id in two tenants is two
 		// aggregates with their own state.
 		key := schemas.KeyOf(env)
-		st := part.Aggregates[key]
-		// Decisions change a cart's lines in place: its size is taken
-		// before.
-		sizeBefore := aggregate.SizeOf(st)
+		st, err := p.aggregate(part, r.Partition, key)
+		if err != nil {
+			return nil, err
+		}
 		var events []any
 		rejection := versionConflict(env, st.Version)
 		if rejection == nil {
@@ -231,11 +282,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			})
 		}
 		aggregate.Retire(&st)
-		if _, held := part.Aggregates[key]; !held {
-			sizeBefore = -int64(len(key)) - heldAggregateOverhead
-		}
-		part.Aggregates[key] = st
-		part.bytes += aggregate.SizeOf(st) - sizeBefore
+		part.changed[key] = st
 		out.version = st.Version
 	}
 	// The outcomes name their events' positions, so they are produced once
@@ -273,13 +320,94 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			}
 		})
 	}
+	if err := p.produceChangelog(records, staged, now, func(r changelogRecord) {
+		sess.Produce(ctx, &kgo.Record{Topic: p.cfg.Topics.State, Partition: r.partition, Key: r.key, Value: r.value},
+			func(rec *kgo.Record, err error) {
+				produceMu.Lock()
+				defer produceMu.Unlock()
+				if err != nil {
+					produceErr = errors.Join(produceErr, err)
+					return
+				}
+				staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
+			})
+	}); err != nil {
+		return nil, err
+	}
 	if err := sess.Client().Flush(ctx); err != nil {
-		return nil, fmt.Errorf("flush outcomes: %w", err)
+		return nil, fmt.Errorf("flush outcomes and state: %w", err)
 	}
 	if produceErr != nil {
-		return nil, fmt.Errorf("produce outcomes: %w", produceErr)
+		return nil, fmt.Errorf("produce outcomes and state: %w", produceErr)
 	}
 	return staged, nil
+}
+
+// keyedExpiryPerTransaction bounds the expired outcomes of keyed commands
+// a transaction forgets per partition: enough to keep up with any rate
+// the processor decides at, few enough not to hold up a transaction.
+const keyedExpiryPerTransaction = 1000
+
+// produceChangelog hands produce the changelog records of the
+// transaction, per partition it decided commands of: the whole state of
+// a partition being bootstrapped; the new state of every aggregate it
+// changed; the outcomes of keyed commands; tombstones for outcomes past
+// the window; and the marker. The records it changes the store with
+// once the transaction commits are kept in staged.
+func (p *Processor) produceChangelog(records []*kgo.Record, staged *stagedChanges, now time.Time, produce func(changelogRecord)) error {
+	for _, part := range partitionsOf(records) {
+		o := p.partitions[part]
+		if o.bootstrap {
+			// Already in the store: only the changelog lacks them.
+			write := func(kind byte) func(string, []byte) error {
+				return func(key string, value []byte) error {
+					produce(changelogRecord{partition: part, key: changelogKey(kind, key), value: bytes.Clone(value)})
+					return nil
+				}
+			}
+			if err := errors.Join(p.store.eachAggregate(part, write(kindAggregate)), p.store.eachKeyed(part, write(kindKeyed))); err != nil {
+				return err
+			}
+		}
+		stage := func(r changelogRecord) {
+			staged.changelog = append(staged.changelog, r)
+			produce(r)
+		}
+		for key, st := range o.changed {
+			stage(changelogRecord{partition: part, key: changelogKey(kindAggregate, key), value: aggregate.MarshalState(nil, st)})
+		}
+		expired, err := p.store.expiredKeyed(part, now.Add(-p.cfg.IdempotencyWindow), keyedExpiryPerTransaction)
+		if err != nil {
+			return err
+		}
+		for _, e := range expired {
+			stage(changelogRecord{partition: part, key: changelogKey(kindKeyed, e.commandID)})
+		}
+		stage(changelogRecord{partition: part, key: []byte(changelogMarker), value: []byte{}})
+	}
+	for key, o := range staged.keyed {
+		v, err := marshalKeyed(KeyedOutcome{Outcome: *o, DecidedAt: now})
+		if err != nil {
+			return fmt.Errorf("encode outcome: %w", err)
+		}
+		r := changelogRecord{partition: key.partition, key: changelogKey(kindKeyed, key.commandID), value: v}
+		staged.changelog = append(staged.changelog, r)
+		produce(r)
+	}
+	return nil
+}
+
+// partitionsOf lists the partitions of records, each once.
+func partitionsOf(records []*kgo.Record) []int32 {
+	var parts []int32
+	seen := map[int32]bool{}
+	for _, r := range records {
+		if !seen[r.Partition] {
+			seen[r.Partition] = true
+			parts = append(parts, r.Partition)
+		}
+	}
+	return parts
 }
 
 // versionConflict rejects a command whose aggregate is not at the version

@@ -4,11 +4,14 @@
 // command offsets in one Kafka transaction. A crash therefore never leaves
 // half a decision, and a decision is never made twice.
 //
-// A processor keeps the state of the aggregates on the partitions it owns in
-// memory. It rebuilds a partition's state from the events topic the first
-// time it consumes a command from that partition after an assignment; by
-// then the previous owner's transaction is resolved, because the group
-// fetches offsets with KIP-447's stable-offset fencing.
+// A processor keeps the state of the aggregates on the partitions it owns
+// in a local store on disk (Pebble, with a bounded cache in memory) and
+// writes every change to a compacted changelog topic in the same
+// transaction as the events. It restores a partition's state from the
+// changelog, from the store's checkpoint on, the first time it consumes a
+// command from that partition after an assignment; by then the previous
+// owner's transaction is resolved, because the group fetches offsets with
+// KIP-447's stable-offset fencing. state.go says more.
 package processor
 
 import (
@@ -17,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -41,13 +45,24 @@ type Observer interface {
 	Committed(Transaction)
 	// Aborted reports an aborted transaction.
 	Aborted()
-	// Restored reports a rebuild of state: the records read and how long
+	// Restored reports a restore of state: the records read and how long
 	// it took.
 	Restored(records int, took time.Duration)
-	// Held reports the state in memory after a change: aggregates,
-	// remembered outcomes of keyed commands, and an estimate of their
-	// bytes.
-	Held(aggregates, keyed int, bytes int64)
+	// Held reports the state held after a change.
+	Held(Held)
+}
+
+// Held is the state a processor holds for the partitions it owns.
+type Held struct {
+	// Aggregates and Keyed count the aggregates and the remembered
+	// outcomes of keyed commands in the local store.
+	Aggregates, Keyed int64
+	// InMemory counts the aggregates held in memory: those the last
+	// transaction changed.
+	InMemory int
+	// MemoryBytes is what the local store holds in memory: its block
+	// cache and memtables.
+	MemoryBytes int64
 }
 
 // Transaction is what a committed transaction decided.
@@ -65,7 +80,7 @@ type noObserver struct{}
 func (noObserver) Committed(Transaction)       {}
 func (noObserver) Aborted()                    {}
 func (noObserver) Restored(int, time.Duration) {}
-func (noObserver) Held(int, int, int64)        {}
+func (noObserver) Held(Held)                   {}
 
 // Config configures a Processor. Zero values take the documented defaults.
 type Config struct {
@@ -108,6 +123,16 @@ type Config struct {
 	// an idempotency key is remembered, so that a retry of it is answered
 	// with that outcome instead of being decided again. Default 24h.
 	IdempotencyWindow time.Duration
+	// StateDir is where the local store of aggregate state lives, in a
+	// directory named after the TransactionalID. Keep it across restarts
+	// (a volume of a StatefulSet), with an InstanceID, and a restart reads
+	// only the changelog written since it stopped. Default none: a
+	// temporary directory, removed at exit, so every start restores from
+	// the changelog, in time that follows the number of live aggregates.
+	StateDir string
+	// StateCacheBytes bounds the local store's block cache in memory.
+	// Default 16 MiB.
+	StateCacheBytes int64
 	// Observer receives metrics events. Default none.
 	Observer Observer
 	// StallTimeout is how long the processor may hold no partition while
@@ -152,6 +177,9 @@ func (c *Config) setDefaults() {
 	if c.StallTimeout == 0 {
 		c.StallTimeout = 30 * time.Second
 	}
+	if c.StateCacheBytes == 0 {
+		c.StateCacheBytes = 16 << 20
+	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
@@ -163,8 +191,11 @@ func (c *Config) setDefaults() {
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
 	errs := []error{c.Kafka.Validate()}
-	if c.Topics.Commands == "" || c.Topics.Events == "" {
-		errs = append(errs, errors.New("processor: Topics needs commands and events"))
+	if c.Topics.Commands == "" || c.Topics.Events == "" || c.Topics.State == "" {
+		errs = append(errs, errors.New("processor: Topics needs commands, events and state"))
+	}
+	if c.StateCacheBytes < 0 {
+		errs = append(errs, errors.New("processor: StateCacheBytes must not be negative"))
 	}
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
@@ -190,9 +221,10 @@ type Processor struct {
 	cfg Config
 	log *slog.Logger
 
-	// partitions holds the committed state of each owned partition; only
-	// the Run goroutine touches it.
-	partitions map[int32]*Partition
+	// partitions holds the state of each owned partition that is
+	// restored; only the Run goroutine touches it, and store.
+	partitions map[int32]*owned
+	store      *store
 
 	mu      sync.Mutex
 	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
@@ -208,7 +240,7 @@ func New(cfg Config) (*Processor, error) {
 	return &Processor{
 		cfg:        cfg,
 		log:        cfg.Logger.With("group", cfg.Group),
-		partitions: map[int32]*Partition{},
+		partitions: map[int32]*owned{},
 		revoked:    map[int32]bool{},
 	}, nil
 }
@@ -219,6 +251,23 @@ func New(cfg Config) (*Processor, error) {
 // session takes over after a backoff: with the same transactional id, it
 // fences the old one's open transaction.
 func (p *Processor) Run(ctx context.Context) error {
+	dir := ""
+	if p.cfg.StateDir != "" {
+		dir = filepath.Join(p.cfg.StateDir, p.cfg.TransactionalID)
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("state directory: %w", err)
+		}
+	}
+	st, err := openStore(dir, p.cfg.StateCacheBytes, p.log)
+	if err != nil {
+		return err
+	}
+	p.store = st
+	defer func() {
+		if err := st.close(); err != nil {
+			p.log.Error("close the state store", "err", err)
+		}
+	}()
 	watch, err := groupwatch.New(groupwatch.Config{Kafka: p.cfg.Kafka, Group: p.cfg.Group, Topic: p.cfg.Topics.Commands,
 		StallTimeout: p.cfg.StallTimeout, Observer: p.cfg.Observer, Logger: p.log})
 	if err != nil {
@@ -242,7 +291,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		if errors.Is(err, errConfig) {
 			return err
 		}
-		p.partitions = map[int32]*Partition{}
+		p.partitions = map[int32]*owned{}
 		p.log.Error("the transactional session failed; a new one takes over", "err", err, "in", wait)
 		t := time.NewTimer(wait)
 		select {

@@ -138,18 +138,18 @@ func rebalanceWhileProducing(t *testing.T, c *cluster, batch []command) {
 	c.waitDecided(t)
 }
 
-// TestRebuildFailureRetried fails the rebuild of a partition's state
+// TestRebuildFailureRetried fails the restore of a partition's state
 // after a restart: the processor must decide nothing without the state,
-// and decide the commands once a rebuild succeeds.
+// and decide the commands once a restore succeeds.
 func TestRebuildFailureRetried(t *testing.T) {
 	c := newCluster(t, 1)
 	a := c.start(t, "a")
 	c.sendAndWait(t, adds(0, "cart", 3)...)
 	a.stop(t)
 
-	// Until the restarted processor's rebuild has met the fault, nothing
-	// else lists the offsets of the events topic.
-	h := c.broker.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: c.topics.Events, Err: kerr.UnknownServerError})
+	// Until the restarted processor's restore has met the fault, nothing
+	// else lists the offsets of the state topic.
+	h := c.broker.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: c.topics.State, Err: kerr.UnknownServerError})
 	t.Cleanup(h.Remove)
 	a = c.start(t, "a")
 	if err := c.send(t.Context(), adds(0, "cart", 3)...); err != nil {
@@ -158,7 +158,7 @@ func TestRebuildFailureRetried(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
 	if err := h.Wait(ctx, 1); err != nil {
-		t.Fatalf("the rebuild never met the fault: %v", err)
+		t.Fatalf("the restore never met the fault: %v", err)
 	}
 	c.waitDecided(t)
 	c.sendAndWait(t, adds(0, "cart", 2)...)
@@ -302,7 +302,7 @@ func TestRebuildWaitsForOpenTransaction(t *testing.T) {
 			listed := c.broker.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Topic: c.topics.Events, Observe: true, Count: -1})
 			t.Cleanup(listed.Remove)
 			type result struct {
-				parts  map[int32]*processor.Partition
+				parts  map[int32]*processor.Replayed
 				events int
 				err    error
 			}
@@ -456,6 +456,7 @@ type cluster struct {
 	topics   kafka.Topics
 	producer *kgo.Client
 	admin    *kadm.Client
+	stateDir string
 
 	mu   sync.Mutex
 	sent []command // with their positions
@@ -465,7 +466,7 @@ func newCluster(t *testing.T, partitions int32) *cluster {
 	t.Helper()
 	topics := kafka.TopicsFor("kappa")
 	broker, err := kfake.NewCluster(kfake.NumBrokers(1),
-		kfake.SeedTopics(partitions, topics.Commands, topics.Events, topics.EventsDeadLetter))
+		kfake.SeedTopics(partitions, topics.Commands, topics.Events, topics.EventsDeadLetter, topics.State))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -490,7 +491,7 @@ func newCluster(t *testing.T, partitions int32) *cluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(producer.Close)
-	return &cluster{broker: broker, conn: conn, topics: topics, producer: producer, admin: kadm.NewClient(producer)}
+	return &cluster{broker: broker, conn: conn, topics: topics, producer: producer, admin: kadm.NewClient(producer), stateDir: t.TempDir()}
 }
 
 // command is one command record, built as ingest builds it.
@@ -828,20 +829,27 @@ type running struct {
 }
 
 // start runs a processor of the group; name is its client id and, as
-// "processor-<name>", its transactional id.
-func (c *cluster) start(t *testing.T, name string) *running {
+// "processor-<name>", its transactional id. Its local store is in the
+// cluster's state directory, so that a restart under the same name finds
+// it; options change the configuration.
+func (c *cluster) start(t *testing.T, name string, options ...func(*processor.Config)) *running {
 	t.Helper()
 	conn := c.conn
 	conn.ClientID = name
 	obs := &observer{}
-	p, err := processor.New(processor.Config{
+	cfg := processor.Config{
 		Kafka:           conn,
 		Topics:          c.topics,
 		Group:           group,
 		TransactionalID: "processor-" + name,
+		StateDir:        c.stateDir,
 		Observer:        obs,
 		Logger:          logger(t, name),
-	})
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	p, err := processor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -872,17 +880,12 @@ func (r *running) stop(t *testing.T) {
 type observer struct {
 	accepted, rejected, duplicates, aborted atomic.Int64
 
-	mu       sync.Mutex
-	commits  []commit
-	decided  int
-	restored int
-	held     heldState
-}
-
-// heldState is what a processor last reported holding.
-type heldState struct {
-	aggregates, keyed int
-	bytes             int64
+	mu          sync.Mutex
+	commits     []commit
+	decided     int
+	restored    int
+	held        processor.Held
+	maxInMemory int
 }
 
 // commit is what one committed transaction decided.
@@ -904,14 +907,15 @@ func (o *observer) Restored(records int, _ time.Duration) {
 	o.restored += records
 }
 
-func (o *observer) Held(aggregates, keyed int, bytes int64) {
+func (o *observer) Held(h processor.Held) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.held = heldState{aggregates, keyed, bytes}
+	o.held = h
+	o.maxInMemory = max(o.maxInMemory, h.InMemory)
 }
 
 // state returns the last state held and the records restored so far.
-func (o *observer) state() (heldState, int) {
+func (o *observer) state() (processor.Held, int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.held, o.restored
@@ -935,7 +939,7 @@ func (uncompressed) Compress(*bytes.Buffer, []byte, ...kgo.CompressFlag) ([]byte
 // versionOf returns an aggregate's version in a rebuilt state.
 // versionOf is the version of an aggregate of the tenant the test's
 // commands carry.
-func versionOf(parts map[int32]*processor.Partition, partition int32, aggregate string) int64 {
+func versionOf(parts map[int32]*processor.Replayed, partition int32, aggregate string) int64 {
 	p, ok := parts[partition]
 	if !ok {
 		return -1

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -14,12 +15,44 @@ import (
 	"github.com/kappa-cqrs/kappa/schemas"
 )
 
-// The state a processor decides from, and its rebuild from the events
-// topic.
+// The state a processor decides from: its local store (store.go), kept
+// current from the changelog topic, which every transaction writes with its
+// events. A partition newly assigned is restored by reading the changelog
+// from the store's checkpoint to its end: after a restart with the store
+// kept, only the tail; with the store lost, the changelog, whose size
+// follows the live aggregates because Kafka compacts it. A changelog that
+// is empty while the events topic is not predates the changelog: that
+// partition is rebuilt once from the events (Rebuild), and the next
+// transaction writes its whole state to the changelog.
 
-// rebuildMissing replays the events topic for every partition in records
-// whose state is not in memory.
-func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) error {
+// owned is the state of a partition this processor owns.
+type owned struct {
+	// cp is the partition's checkpoint as the store holds it.
+	cp checkpoint
+	// changed holds the aggregates the open transaction changed, by key:
+	// the only aggregates held in memory.
+	changed map[string]aggregate.State
+	// bootstrap says the changelog lacks the partition's state; the next
+	// transaction writes all of it.
+	bootstrap bool
+}
+
+func newOwned(cp checkpoint) *owned {
+	return &owned{cp: cp, changed: map[string]aggregate.State{}}
+}
+
+// aggregate returns an aggregate's current state: as the open transaction
+// left it, else as the store holds it.
+func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State, error) {
+	if st, ok := o.changed[key]; ok {
+		return st, nil
+	}
+	return p.store.aggregate(part, key)
+}
+
+// restoreMissing restores the state of every partition in records that
+// is not restored yet.
+func (p *Processor) restoreMissing(ctx context.Context, records []*kgo.Record) error {
 	var missing []int32
 	seen := map[int32]bool{}
 	for _, r := range records {
@@ -32,42 +65,266 @@ func (p *Processor) rebuildMissing(ctx context.Context, records []*kgo.Record) e
 		return nil
 	}
 	start := time.Now()
-	rebuilt, events, err := Rebuild(ctx, p.cfg.Kafka, p.cfg.Topics.Events, missing, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
+	p.log.Info("restoring aggregate state", "partitions", missing)
+	restored, read, err := p.restore(ctx, missing)
 	if err != nil {
 		return err
 	}
-	for part, state := range rebuilt {
-		for key, st := range state.Aggregates {
-			state.bytes += heldBytes(key, st)
-		}
-		p.partitions[part] = state
-	}
+	maps.Copy(p.partitions, restored)
 	took := time.Since(start)
-	p.log.Info("rebuilt aggregate state", "partitions", missing, "events", events, "took", took)
-	p.cfg.Observer.Restored(events, took)
-	p.reportHeld()
+	p.log.Info("restored aggregate state", "partitions", missing, "records", read, "took", took)
+	p.cfg.Observer.Restored(read, took)
+	p.reportHeld(0)
 	return nil
 }
 
-// Partition is the processor's state of one partition: its aggregates and
-// the remembered outcomes of commands that carried an idempotency key.
-type Partition struct {
-	// Aggregates holds states by value: a processor keeps every aggregate
-	// it owns, and the garbage collector scans them all on every cycle.
-	Aggregates map[string]aggregate.State
-	Keyed      map[string]KeyedOutcome // by command id
-	// bytes estimates the memory Aggregates holds (heldBytes).
-	bytes int64
+// restore brings the store up to the changelog's end for the partitions
+// and returns their state and the records read.
+func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owned, int, error) {
+	cl, err := p.cfg.Kafka.NewClient()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer cl.Close()
+	topic := p.cfg.Topics.State
+	id, err := kafka.TopicID(ctx, cl, topic)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := p.store.forChangelog(id, p.log); err != nil {
+		return nil, 0, err
+	}
+	ends, err := settledEnds(ctx, p.cfg.Kafka, topic, parts, p.log)
+	if err != nil {
+		return nil, 0, err
+	}
+	starts, err := kafka.StartOffsets(ctx, cl, topic)
+	if err != nil {
+		return nil, 0, err
+	}
+	restored := make(map[int32]*owned, len(parts))
+	from := map[int32]int64{}
+	var bootstrap []int32
+	for _, part := range parts {
+		cp, err := p.store.checkpoint(part)
+		if err != nil {
+			return nil, 0, err
+		}
+		end, first := ends[part], starts[part]
+		if end == 0 {
+			bootstrap = append(bootstrap, part)
+			continue
+		}
+		if cp.Next > end || cp.Next < first {
+			// Ahead of the changelog, the store holds another's state;
+			// behind its start, records it never read are gone.
+			p.log.Warn("the state store does not follow the changelog; restoring the partition from the changelog's start",
+				"partition", part, "checkpoint", cp.Next, "changelog_start", first, "changelog_end", end)
+			b := p.store.newBatch()
+			if err := errors.Join(b.wipe(part), b.commit()); err != nil {
+				return nil, 0, err
+			}
+			cp = checkpoint{Next: first}
+		}
+		restored[part] = newOwned(cp)
+		if cp.Next < end {
+			from[part] = cp.Next
+		}
+	}
+	read, err := p.readChangelog(ctx, from, ends, restored)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(bootstrap) > 0 {
+		replayed, err := p.bootstrap(ctx, bootstrap)
+		if err != nil {
+			return nil, 0, err
+		}
+		read += replayed
+		for _, part := range bootstrap {
+			cp, err := p.store.checkpoint(part)
+			if err != nil {
+				return nil, 0, err
+			}
+			restored[part] = newOwned(cp)
+			restored[part].bootstrap = true
+		}
+	}
+	return restored, read, nil
 }
 
-// heldAggregateOverhead estimates what a map entry costs beyond its key
-// and its state: the key's string header, the bucket's share and the
-// state's own fields.
-const heldAggregateOverhead = 16 + 16 + 24
+// restoreBatchRecords bounds the changes a restore holds before it writes
+// them and a checkpoint to the store.
+const restoreBatchRecords = 20000
 
-// heldBytes estimates the memory of one aggregate in Aggregates.
-func heldBytes(key string, st aggregate.State) int64 {
-	return int64(len(key)) + heldAggregateOverhead + aggregate.SizeOf(st)
+// readChangelog applies the changelog's records from the given offsets up
+// to ends to the store, and returns how many it read.
+func (p *Processor) readChangelog(ctx context.Context, from, ends map[int32]int64, restored map[int32]*owned) (int, error) {
+	if len(from) == 0 {
+		return 0, nil
+	}
+	consume := map[int32]kgo.Offset{}
+	for part, offset := range from {
+		consume[part] = kgo.NewOffset().At(offset)
+	}
+	cl, err := p.cfg.Kafka.NewClient(
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{p.cfg.Topics.State: consume}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		// The last record before the end may be a transaction marker;
+		// without control records that partition would never end.
+		kgo.KeepControlRecords(),
+	)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	remaining := maps.Clone(from)
+	b := p.store.newBatch()
+	defer func() { b.close() }()
+	var read, pending int
+	flush := func() error {
+		for part := range restored {
+			if err := b.setCheckpoint(part, restored[part].cp); err != nil {
+				return err
+			}
+		}
+		if err := b.commit(); err != nil {
+			return err
+		}
+		b, pending = p.store.newBatch(), 0
+		return nil
+	}
+	for len(remaining) > 0 {
+		fetches := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		if err := fetches.Err0(); err != nil && !errors.Is(err, context.Canceled) {
+			p.log.Warn("fetch the changelog for a restore", "err", err)
+		}
+		var applyErr error
+		fetches.EachRecord(func(r *kgo.Record) {
+			end := ends[r.Partition]
+			if _, ok := remaining[r.Partition]; !ok || applyErr != nil || r.Offset >= end {
+				return
+			}
+			o := restored[r.Partition]
+			o.cp.Next = r.Offset + 1
+			if o.cp.Next >= end {
+				delete(remaining, r.Partition)
+			}
+			if r.Attrs.IsControl() {
+				return
+			}
+			read++
+			pending++
+			applyErr = applyChangelog(b, r.Partition, &o.cp, r.Key, r.Value)
+		})
+		if applyErr != nil {
+			return 0, applyErr
+		}
+		if pending >= restoreBatchRecords || len(remaining) == 0 {
+			if err := flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return read, nil
+}
+
+// Changelog record keys: a kind byte, then the aggregate key or command id.
+// A changelogMarker record is written by every transaction that writes the
+// partition, so that its last offset always holds a record that compaction
+// keeps (a transaction of tombstones only could otherwise vanish whole).
+const changelogMarker = "m"
+
+// applyChangelog applies one changelog record to the store and counts it
+// in the checkpoint.
+func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte) error {
+	if len(key) == 0 {
+		return fmt.Errorf("changelog partition %d: a record without a key", part)
+	}
+	rest := string(key[1:])
+	switch key[0] {
+	case kindAggregate:
+		added, err := b.setAggregate(part, rest, value)
+		if added {
+			cp.Aggregates++
+		}
+		return err
+	case kindKeyed:
+		if len(value) == 0 { // a tombstone
+			gone, err := b.deleteKeyed(part, rest)
+			if gone {
+				cp.Keyed--
+			}
+			return err
+		}
+		added, err := b.setKeyed(part, rest, value)
+		if added {
+			cp.Keyed++
+		}
+		return err
+	case changelogMarker[0]:
+		return nil
+	}
+	return fmt.Errorf("changelog partition %d: unknown record kind %q", part, key[0])
+}
+
+// bootstrap rebuilds partitions whose changelog is empty from the events
+// topic into the store, and returns the events replayed.
+func (p *Processor) bootstrap(ctx context.Context, parts []int32) (int, error) {
+	replayed, events, err := Rebuild(ctx, p.cfg.Kafka, p.cfg.Topics.Events, parts, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
+	if err != nil {
+		return 0, err
+	}
+	if events > 0 {
+		p.log.Info("the changelog lacks state the events topic holds; rebuilt it from the events, and the next transaction writes it",
+			"partitions", parts, "events", events)
+	}
+	for part, r := range replayed {
+		b := p.store.newBatch()
+		cp := checkpoint{}
+		err := b.wipe(part)
+		for key, st := range r.Aggregates {
+			if err != nil {
+				break
+			}
+			err = applyChangelog(b, part, &cp, changelogKey(kindAggregate, key), aggregate.MarshalState(nil, st))
+		}
+		for id, k := range r.Keyed {
+			if err != nil {
+				break
+			}
+			var v []byte
+			if v, err = marshalKeyed(k); err == nil {
+				err = applyChangelog(b, part, &cp, changelogKey(kindKeyed, id), v)
+			}
+		}
+		if err == nil {
+			err = b.setCheckpoint(part, cp)
+		}
+		if err != nil {
+			b.close()
+			return 0, err
+		}
+		if err := b.commit(); err != nil {
+			return 0, err
+		}
+	}
+	return events, nil
+}
+
+func changelogKey(kind byte, rest string) []byte {
+	return append([]byte{kind}, rest...)
+}
+
+// Replayed is the state of one partition as Rebuild replays it from the
+// events topic: its aggregates and the remembered outcomes of commands
+// that carried an idempotency key.
+type Replayed struct {
+	Aggregates map[string]aggregate.State
+	Keyed      map[string]KeyedOutcome // by command id
 }
 
 // KeyedOutcome is a remembered outcome and when it was decided.
@@ -76,32 +333,15 @@ type KeyedOutcome struct {
 	DecidedAt time.Time
 }
 
-func newPartition() *Partition {
-	return &Partition{Aggregates: map[string]aggregate.State{}, Keyed: map[string]KeyedOutcome{}}
-}
-
-// remember keeps an outcome for the window, and drops expired ones from
-// time to time so that memory follows the window, not the history.
-func (p *Partition) remember(o schemas.Outcome, at time.Time, window time.Duration) {
-	p.Keyed[o.CommandID] = KeyedOutcome{Outcome: o, DecidedAt: at}
-	if len(p.Keyed)%1024 == 0 {
-		for id, k := range p.Keyed {
-			if at.Sub(k.DecidedAt) > window {
-				delete(p.Keyed, id)
-			}
-		}
-	}
-}
-
 // Rebuild replays the committed records of the given partitions of the
 // events topic and returns each partition's state and the number of events
 // replayed. Outcomes of keyed commands decided after keyedSince are
 // remembered. Events that cannot be decoded are skipped with a warning:
 // they were never written by a processor of this build.
-func Rebuild(ctx context.Context, conn kafka.Connection, topic string, partitions []int32, keyedSince time.Time, log *slog.Logger) (map[int32]*Partition, int, error) {
-	result := make(map[int32]*Partition, len(partitions))
+func Rebuild(ctx context.Context, conn kafka.Connection, topic string, partitions []int32, keyedSince time.Time, log *slog.Logger) (map[int32]*Replayed, int, error) {
+	result := make(map[int32]*Replayed, len(partitions))
 	for _, part := range partitions {
-		result[part] = newPartition()
+		result[part] = &Replayed{Aggregates: map[string]aggregate.State{}, Keyed: map[string]KeyedOutcome{}}
 	}
 	ends, err := settledEnds(ctx, conn, topic, partitions, log)
 	if err != nil {

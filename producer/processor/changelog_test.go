@@ -1,0 +1,108 @@
+package processor_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kappa-cqrs/kappa/kafka"
+	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/producer/processor"
+	"github.com/kappa-cqrs/kappa/schemas"
+)
+
+// versionAccepted returns the version the last accepted decision of cart
+// left it at, from the outcomes on the events topic.
+func (c *cluster) versionAccepted(t *testing.T, cart string) int64 {
+	t.Helper()
+	var version int64 = -1
+	for _, d := range c.readEvents(t).outcomes {
+		if d.outcome.AggregateID == schemas.AggregateKey("tenant", cart) && d.outcome.Status == schemas.StatusAccepted {
+			version = d.outcome.Events[len(d.outcome.Events)-1].AggregateVersion
+		}
+	}
+	return version
+}
+
+// TestStateBootstrappedFromEvents: a deployment whose events predate the
+// changelog is decided from its events, and its state lands in the
+// changelog, so that a processor without a store restores it from there.
+func TestStateBootstrappedFromEvents(t *testing.T) {
+	c := newCluster(t, 1)
+	history := []schemas.Envelope{productAdded("cart-old", 1), productAdded("cart-old", 2)}
+	for _, e := range history {
+		if err := c.producer.ProduceSync(t.Context(), kafka.Record(c.topics.Events, 0, e)).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := c.start(t, "a")
+	c.sendAndWait(t, addProduct(0, "cart-old", "q1"))
+	if got := c.versionAccepted(t, "cart-old"); got != 3 {
+		t.Fatalf("the first decision after the history left cart-old at version %d, want 3", got)
+	}
+	a.stop(t)
+	if _, restored := a.obs.state(); restored != len(history) {
+		t.Errorf("a replayed %d records, want the %d events", restored, len(history))
+	}
+
+	b := c.start(t, "b") // no store, and the changelog has the state
+	c.sendAndWait(t, addProduct(0, "cart-old", "q2"))
+	if got := c.versionAccepted(t, "cart-old"); got != 4 {
+		t.Errorf("after a restore from the changelog cart-old is at version %d, want 4", got)
+	}
+	b.stop(t)
+	if _, restored := b.obs.state(); restored == 0 {
+		t.Error("b restored nothing from the changelog")
+	}
+}
+
+// TestStoreOfAnotherClusterIsDropped: a store kept from a Kafka cluster
+// that is gone (a development machine whose Kafka was reset) is not
+// decided from: its changelog topic has another id.
+func TestStoreOfAnotherClusterIsDropped(t *testing.T) {
+	first := newCluster(t, 1)
+	a := first.start(t, "a")
+	first.sendAndWait(t, adds(0, "cart", 3)...)
+	a.stop(t)
+
+	second := newCluster(t, 1)
+	second.stateDir = first.stateDir
+	a = second.start(t, "a")
+	second.sendAndWait(t, adds(0, "cart", 2)...)
+	a.stop(t)
+	if got := second.versionAccepted(t, "cart"); got != 2 {
+		t.Errorf("on a new cluster, the cart is at version %d after 2 commands, want 2", got)
+	}
+	second.verify(t)
+}
+
+// TestKeyedOutcomesExpire: the outcome of a keyed command is forgotten
+// once its window has passed, in the store and in the changelog (a
+// tombstone, which compaction removes): a retry after the window is
+// decided again.
+func TestKeyedOutcomesExpire(t *testing.T) {
+	c := newCluster(t, 1)
+	// Every retry comes later than this after its original.
+	a := c.start(t, "a", func(cfg *processor.Config) { cfg.IdempotencyWindow = time.Millisecond })
+	first := addProduct(0, "cart", "p1")
+	first.env.IdempotencyKey = "key-1"
+	c.sendAndWait(t, first)
+	retry := first
+	c.sendAndWait(t, retry)
+	a.stop(t)
+	if got := a.obs.duplicates.Load(); got != 0 {
+		t.Errorf("%d retries answered as duplicates after the window, want none", got)
+	}
+	if got := c.versionAccepted(t, "cart"); got != 2 {
+		t.Errorf("the cart is at version %d, want 2: the retry decided again", got)
+	}
+	var tombstones int
+	records, _ := kappatest.ReadTopic(t, c.conn, c.topics.State)
+	for _, r := range records {
+		if string(r.Key) == "k"+first.env.ID && r.Value == nil {
+			tombstones++
+		}
+	}
+	if tombstones != 1 {
+		t.Errorf("%d tombstones for the expired outcome in the changelog, want 1", tombstones)
+	}
+}
