@@ -468,6 +468,12 @@ func (c *devCmd) Run(ctx context.Context, cfg roles.Config) error {
 	c.processorFlags.apply(&cfg)
 	if cfg.Processor.StateDir == "" {
 		cfg.Processor.StateDir = filepath.Join(c.DataDir, "state")
+		if cfg.Processor.TransactionalID == "" && cfg.Processor.InstanceID == "" {
+			// The store lives in a directory named after it: one that
+			// changed with every start (host and pid) would leave a
+			// store behind each time instead of finding the last one.
+			cfg.Processor.TransactionalID = cfg.GroupPrefix + "-processor-dev"
+		}
 	}
 	c.devOpsFlags.apply(&cfg)
 	c.authFlags.apply(&cfg)

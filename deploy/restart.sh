@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Measures how long a processor takes from its start to deciding a command
+# on every partition, against a deployment kept by a load-test run
+# (KAPPA_LOADTEST_KEEP=1 bash deploy/loadtest.sh ...). Usage:
+#   bash deploy/restart.sh <run prefix> <state dir> [commands]
+# It starts ingest, then `kappa process` with the state directory and
+# instance id m0, sends commands (default 24, new articles spread over the
+# partitions) with Prefer: wait, and prints the seconds until every one
+# was decided. Run it with the state directory the load test's processor
+# used (a restart that keeps its store) or an empty one (a lost store).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+RUN=$1 STATE=$2 N=${3:-24}
+eval "$(bash deploy/stack.sh env)"
+export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN" KAPPA_LOG_LEVEL=info
+HTTP=127.0.0.1:18080
+KEY="Authorization: Bearer $(cat ".stack/loadtest-logs/$RUN/api-key")"
+LOGS=".stack/loadtest-logs/$RUN"
+pids=()
+trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+./kappa ingest --auth api-keys --http-addr "$HTTP" >"$LOGS/restart-ingest.log" 2>&1 & pids+=($!)
+for _ in $(seq 1 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
+start=$(date +%s.%N)
+KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 ./kappa process >"$LOGS/restart-process.log" 2>&1 & pids+=($!)
+seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://$HTTP/v1/commands" -H "$KEY" \
+  -H 'Content-Type: application/json' -H 'Prefer: wait=120' \
+  -d "{\"type\":\"article.publish\",\"aggregate_id\":\"restart-$(date +%s%N)-{}\",\"data\":{\"author_id\":\"a\",\"title\":\"t\",\"body\":\"b\"}}" |
+  sort | uniq -c
+end=$(date +%s.%N)
+echo "every command decided $(echo "$end - $start" | bc) s after the processor started"
+grep -E "restored aggregate state" "$LOGS/restart-process.log" | sed 's/^/[process] /'
