@@ -10,7 +10,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
 eval "$(bash deploy/stack.sh env)"
-RUN="lt$(date +%s)"
+# KAPPA_LOADTEST_RUN names a deployment a run kept (KAPPA_LOADTEST_KEEP=1) to
+# load it again: history that grows run after run.
+RUN="${KAPPA_LOADTEST_RUN:-lt$(date +%s)}"
 LOGS="$ROOT/.stack/loadtest-logs/$RUN"
 mkdir -p "$LOGS"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN"

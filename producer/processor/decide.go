@@ -98,7 +98,7 @@ func (p *Processor) storeCommitted(staged *stagedChanges) error {
 		if !ok {
 			return fmt.Errorf("partition %d is no longer restored", w.partition)
 		}
-		if err := applyChangelog(b, w.partition, &o.cp, w.key, w.value); err != nil {
+		if err := applyCommitted(b, w, &o.cp); err != nil {
 			return err
 		}
 	}
@@ -115,7 +115,11 @@ func (p *Processor) storeCommitted(staged *stagedChanges) error {
 	for part := range staged.changelogNext {
 		o := p.partitions[part]
 		o.bootstrap = false
+		for key, st := range o.changed {
+			p.cache.Add(cacheKey{part, key}, st)
+		}
 		clear(o.changed)
+		clear(o.created)
 	}
 	return nil
 }
@@ -157,6 +161,22 @@ type stagedChanges struct {
 type changelogRecord struct {
 	partition  int32
 	key, value []byte
+	// created says an aggregate's record is its first: the store has no
+	// state of it to look up.
+	created bool
+}
+
+// applyCommitted applies a record of a committed transaction to the
+// store. An aggregate's record needs no look-up: the transaction knows
+// whether it created the aggregate.
+func applyCommitted(b *storeBatch, r changelogRecord, cp *checkpoint) error {
+	if len(r.key) == 0 || r.key[0] != kindAggregate {
+		return applyChangelog(b, r.partition, cp, r.key, r.value)
+	}
+	if r.created {
+		cp.Aggregates++
+	}
+	return b.b.Set(storeKey(kindAggregate, r.partition, string(r.key[1:])), r.value, nil)
 }
 
 // decided returns the outcome of a command with an idempotency key decided
@@ -282,6 +302,9 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			})
 		}
 		aggregate.Retire(&st)
+		if _, changed := part.changed[key]; !changed && st.Version == int64(len(events)) {
+			part.created[key] = true
+		}
 		part.changed[key] = st
 		out.version = st.Version
 	}
@@ -374,7 +397,7 @@ func (p *Processor) produceChangelog(records []*kgo.Record, staged *stagedChange
 			produce(r)
 		}
 		for key, st := range o.changed {
-			stage(changelogRecord{partition: part, key: changelogKey(kindAggregate, key), value: aggregate.MarshalState(nil, st)})
+			stage(changelogRecord{partition: part, key: changelogKey(kindAggregate, key), value: aggregate.MarshalState(nil, st), created: o.created[key]})
 		}
 		expired, err := p.store.expiredKeyed(part, now.Add(-p.cfg.IdempotencyWindow), keyedExpiryPerTransaction)
 		if err != nil {

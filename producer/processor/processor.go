@@ -26,10 +26,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/groupwatch"
 	"github.com/kappa-cqrs/kappa/kafka"
+	"github.com/kappa-cqrs/kappa/producer/aggregate"
 )
 
 // eventIDSpace namespaces the deterministic ids of events and outcomes:
@@ -133,6 +135,9 @@ type Config struct {
 	// StateCacheBytes bounds the local store's block cache in memory.
 	// Default 16 MiB.
 	StateCacheBytes int64
+	// StateCacheAggregates bounds the aggregates kept decoded in memory
+	// in front of the store, the most recently used. Default 50,000.
+	StateCacheAggregates int
 	// Observer receives metrics events. Default none.
 	Observer Observer
 	// StallTimeout is how long the processor may hold no partition while
@@ -180,6 +185,9 @@ func (c *Config) setDefaults() {
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = 16 << 20
 	}
+	if c.StateCacheAggregates == 0 {
+		c.StateCacheAggregates = 50000
+	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
 	}
@@ -194,8 +202,8 @@ func (c *Config) Validate() error {
 	if c.Topics.Commands == "" || c.Topics.Events == "" || c.Topics.State == "" {
 		errs = append(errs, errors.New("processor: Topics needs commands, events and state"))
 	}
-	if c.StateCacheBytes < 0 {
-		errs = append(errs, errors.New("processor: StateCacheBytes must not be negative"))
+	if c.StateCacheBytes < 0 || c.StateCacheAggregates < 0 {
+		errs = append(errs, errors.New("processor: StateCacheBytes and StateCacheAggregates must not be negative"))
 	}
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
@@ -225,6 +233,9 @@ type Processor struct {
 	// restored; only the Run goroutine touches it, and store.
 	partitions map[int32]*owned
 	store      *store
+	// cache holds committed states of aggregates of restored partitions;
+	// a partition's entries go whenever it is restored.
+	cache *simplelru.LRU[cacheKey, aggregate.State]
 
 	mu      sync.Mutex
 	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
@@ -263,6 +274,9 @@ func (p *Processor) Run(ctx context.Context) error {
 		return err
 	}
 	p.store = st
+	if p.cache, err = simplelru.NewLRU[cacheKey, aggregate.State](p.cfg.StateCacheAggregates, nil); err != nil {
+		return err
+	}
 	defer func() {
 		if err := st.close(); err != nil {
 			p.log.Error("close the state store", "err", err)

@@ -29,25 +29,55 @@ import (
 type owned struct {
 	// cp is the partition's checkpoint as the store holds it.
 	cp checkpoint
-	// changed holds the aggregates the open transaction changed, by key:
-	// the only aggregates held in memory.
+	// changed holds the aggregates the open transaction changed, by key,
+	// and created those of them it created.
 	changed map[string]aggregate.State
+	created map[string]bool
 	// bootstrap says the changelog lacks the partition's state; the next
 	// transaction writes all of it.
 	bootstrap bool
 }
 
 func newOwned(cp checkpoint) *owned {
-	return &owned{cp: cp, changed: map[string]aggregate.State{}}
+	return &owned{cp: cp, changed: map[string]aggregate.State{}, created: map[string]bool{}}
+}
+
+// cacheKey names an aggregate in the cache.
+type cacheKey struct {
+	partition int32
+	key       string
 }
 
 // aggregate returns an aggregate's current state: as the open transaction
-// left it, else as the store holds it.
+// left it, else as the cache or the store holds it. Decisions change a
+// cart's lines in place, so a cached state may hold changes of a
+// transaction that then aborts; an abort therefore restores every
+// partition, which first drops its entries from the cache.
 func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State, error) {
 	if st, ok := o.changed[key]; ok {
 		return st, nil
 	}
-	return p.store.aggregate(part, key)
+	if st, ok := p.cache.Get(cacheKey{part, key}); ok {
+		return st, nil
+	}
+	st, err := p.store.aggregate(part, key)
+	if err == nil && st.Version > 0 {
+		p.cache.Add(cacheKey{part, key}, st)
+	}
+	return st, err
+}
+
+// uncache drops the cached states of the partitions.
+func (p *Processor) uncache(parts []int32) {
+	drop := map[int32]bool{}
+	for _, part := range parts {
+		drop[part] = true
+	}
+	for _, k := range p.cache.Keys() {
+		if drop[k.partition] {
+			p.cache.Remove(k)
+		}
+	}
 }
 
 // restoreMissing restores the state of every partition in records that
@@ -66,6 +96,7 @@ func (p *Processor) restoreMissing(ctx context.Context, records []*kgo.Record) e
 	}
 	start := time.Now()
 	p.log.Info("restoring aggregate state", "partitions", missing)
+	p.uncache(missing)
 	restored, read, err := p.restore(ctx, missing)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/segmentio/encoding/json"
 
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
@@ -63,14 +64,20 @@ func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
 	}
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
-	db, err := pebble.Open(dir, &pebble.Options{
+	opts := &pebble.Options{
 		Cache:  cache,
 		Logger: pebbleLogger{log.With("store", dir)},
 		// The memtable is where recent writes wait for a flush; two of
 		// them bound what writes hold in memory.
 		MemTableSize:                8 << 20,
 		MemTableStopWritesThreshold: 2,
-	})
+	}
+	// Every command to an id not seen before looks it up and finds
+	// nothing; bloom filters answer that without reading each table.
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, opts)
 	if err != nil {
 		if removeOnClose {
 			_ = os.RemoveAll(dir)
