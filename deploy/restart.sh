@@ -8,10 +8,11 @@
 # partitions) with Prefer: wait, and prints the seconds until every one
 # was decided. Run it with the state directory the load test's processor
 # used (a restart that keeps its store) or an empty one (a lost store).
+# KAPPA_BIN runs another build of kappa (default ./kappa).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
-RUN=$1 STATE=$2 N=${3:-24}
+RUN=$1 STATE=$2 N=${3:-24} BIN=${KAPPA_BIN:-./kappa}
 eval "$(bash deploy/stack.sh env)"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN" KAPPA_LOG_LEVEL=info
 HTTP=127.0.0.1:18080
@@ -19,14 +20,15 @@ KEY="Authorization: Bearer $(cat ".stack/loadtest-logs/$RUN/api-key")"
 LOGS=".stack/loadtest-logs/$RUN"
 pids=()
 trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-./kappa ingest --auth api-keys --http-addr "$HTTP" >"$LOGS/restart-ingest.log" 2>&1 & pids+=($!)
+"$BIN" ingest --auth api-keys --http-addr "$HTTP" >"$LOGS/restart-ingest.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
 start=$(date +%s.%N)
-KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 ./kappa process >"$LOGS/restart-process.log" 2>&1 & pids+=($!)
+KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$LOGS/restart-process.log" 2>&1 & pids+=($!)
+proc=$!
 seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://$HTTP/v1/commands" -H "$KEY" \
   -H 'Content-Type: application/json' -H 'Prefer: wait=120' \
   -d "{\"type\":\"article.publish\",\"aggregate_id\":\"restart-$(date +%s%N)-{}\",\"data\":{\"author_id\":\"a\",\"title\":\"t\",\"body\":\"b\"}}" |
   sort | uniq -c
 end=$(date +%s.%N)
-echo "every command decided $(echo "$end - $start" | bc) s after the processor started"
-grep -E "restored aggregate state" "$LOGS/restart-process.log" | sed 's/^/[process] /'
+echo "every command decided $(echo "$end - $start" | bc) s after the processor started; its RSS then: $(($(ps -o rss= -p "$proc") / 1024)) MiB"
+grep -E "(restored|rebuilt) aggregate state" "$LOGS/restart-process.log" | sed 's/^/[process] /'

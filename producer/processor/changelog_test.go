@@ -1,8 +1,11 @@
 package processor_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
@@ -26,8 +29,33 @@ func (c *cluster) versionAccepted(t *testing.T, cart string) int64 {
 // TestStateBootstrappedFromEvents: a deployment whose events predate the
 // changelog is decided from its events, and its state lands in the
 // changelog, so that a processor without a store restores it from there.
+// A changelog that holds only an aborted transaction has no state either.
 func TestStateBootstrappedFromEvents(t *testing.T) {
+	for _, abortedFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("aborted changelog transaction first: %v", abortedFirst), func(t *testing.T) {
+			testStateBootstrappedFromEvents(t, abortedFirst)
+		})
+	}
+}
+
+func testStateBootstrappedFromEvents(t *testing.T, abortedFirst bool) {
 	c := newCluster(t, 1)
+	if abortedFirst {
+		txn, err := c.conn.NewClient(kgo.TransactionalID("aborted"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer txn.Close()
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.ProduceSync(t.Context(), &kgo.Record{Topic: c.topics.State, Key: []byte("m"), Value: []byte{}}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.EndTransaction(t.Context(), kgo.TryAbort); err != nil {
+			t.Fatal(err)
+		}
+	}
 	history := []schemas.Envelope{productAdded("cart-old", 1), productAdded("cart-old", 2)}
 	for _, e := range history {
 		if err := c.producer.ProduceSync(t.Context(), kafka.Record(c.topics.Events, 0, e)).FirstErr(); err != nil {

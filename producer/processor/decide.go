@@ -104,7 +104,7 @@ func (p *Processor) storeCommitted(staged *stagedChanges) error {
 	}
 	for part, next := range staged.changelogNext {
 		o := p.partitions[part]
-		o.cp.Next = next
+		o.cp.Next, o.cp.Seeded = next, true
 		if err := b.setCheckpoint(part, o.cp); err != nil {
 			return err
 		}

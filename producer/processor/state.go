@@ -20,10 +20,10 @@ import (
 // events. A partition newly assigned is restored by reading the changelog
 // from the store's checkpoint to its end: after a restart with the store
 // kept, only the tail; with the store lost, the changelog, whose size
-// follows the live aggregates because Kafka compacts it. A changelog that
-// is empty while the events topic is not predates the changelog: that
-// partition is rebuilt once from the events (Rebuild), and the next
-// transaction writes its whole state to the changelog.
+// follows the live aggregates because Kafka compacts it. A partition
+// whose changelog holds no committed record predates the changelog: it is
+// rebuilt once from the events (Rebuild), and the next transaction writes
+// its whole state to the changelog.
 
 // owned is the state of a partition this processor owns.
 type owned struct {
@@ -135,22 +135,15 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 	}
 	restored := make(map[int32]*owned, len(parts))
 	from := map[int32]int64{}
-	var bootstrap []int32
 	for _, part := range parts {
-		cp, err := p.store.checkpoint(part)
-		if err != nil {
-			return nil, 0, err
-		}
+		cp, cpErr := p.store.checkpoint(part)
 		end, first := ends[part], starts[part]
-		if end == 0 {
-			bootstrap = append(bootstrap, part)
-			continue
-		}
-		if cp.Next > end || cp.Next < first {
-			// Ahead of the changelog, the store holds another's state;
-			// behind its start, records it never read are gone.
+		if cpErr != nil || cp.Next > end || cp.Next < first {
+			// Unreadable, the store cannot be trusted; ahead of the
+			// changelog, it holds another's state; behind its start,
+			// records it never read are gone.
 			p.log.Warn("the state store does not follow the changelog; restoring the partition from the changelog's start",
-				"partition", part, "checkpoint", cp.Next, "changelog_start", first, "changelog_end", end)
+				"partition", part, "checkpoint", cp.Next, "changelog_start", first, "changelog_end", end, "err", cpErr)
 			b := p.store.newBatch()
 			if err := errors.Join(b.wipe(part), b.commit()); err != nil {
 				return nil, 0, err
@@ -166,20 +159,20 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 	if err != nil {
 		return nil, 0, err
 	}
+	// A partition whose changelog holds no committed record predates it
+	// (or its first transaction aborted): its state is in the events.
+	var bootstrap []int32
+	for _, part := range parts {
+		if !restored[part].cp.Seeded {
+			bootstrap = append(bootstrap, part)
+		}
+	}
 	if len(bootstrap) > 0 {
-		replayed, err := p.bootstrap(ctx, bootstrap)
+		replayed, err := p.bootstrap(ctx, bootstrap, restored)
 		if err != nil {
 			return nil, 0, err
 		}
 		read += replayed
-		for _, part := range bootstrap {
-			cp, err := p.store.checkpoint(part)
-			if err != nil {
-				return nil, 0, err
-			}
-			restored[part] = newOwned(cp)
-			restored[part].bootstrap = true
-		}
 	}
 	return restored, read, nil
 }
@@ -275,6 +268,7 @@ func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte
 	if len(key) == 0 {
 		return fmt.Errorf("changelog partition %d: a record without a key", part)
 	}
+	cp.Seeded = true
 	rest := string(key[1:])
 	switch key[0] {
 	case kindAggregate:
@@ -302,9 +296,11 @@ func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte
 	return fmt.Errorf("changelog partition %d: unknown record kind %q", part, key[0])
 }
 
-// bootstrap rebuilds partitions whose changelog is empty from the events
-// topic into the store, and returns the events replayed.
-func (p *Processor) bootstrap(ctx context.Context, parts []int32) (int, error) {
+// bootstrap rebuilds partitions whose changelog holds no committed record
+// from the events topic into the store, marks them for the next
+// transaction to write their whole state, and returns the events
+// replayed.
+func (p *Processor) bootstrap(ctx context.Context, parts []int32, restored map[int32]*owned) (int, error) {
 	replayed, events, err := Rebuild(ctx, p.cfg.Kafka, p.cfg.Topics.Events, parts, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
 	if err != nil {
 		return 0, err
@@ -315,7 +311,7 @@ func (p *Processor) bootstrap(ctx context.Context, parts []int32) (int, error) {
 	}
 	for part, r := range replayed {
 		b := p.store.newBatch()
-		cp := checkpoint{}
+		cp := checkpoint{Next: restored[part].cp.Next}
 		err := b.wipe(part)
 		for key, st := range r.Aggregates {
 			if err != nil {
@@ -342,6 +338,8 @@ func (p *Processor) bootstrap(ctx context.Context, parts []int32) (int, error) {
 		if err := b.commit(); err != nil {
 			return 0, err
 		}
+		restored[part] = newOwned(cp)
+		restored[part].bootstrap = true
 	}
 	return events, nil
 }

@@ -152,6 +152,9 @@ type checkpoint struct {
 	Next int64
 	// Aggregates and Keyed count the entries of the partition.
 	Aggregates, Keyed int64
+	// Seeded says the changelog held a committed record of the
+	// partition: its state is the changelog's, not yet the events'.
+	Seeded bool
 }
 
 func (s *store) checkpoint(part int32) (checkpoint, error) {
@@ -159,13 +162,14 @@ func (s *store) checkpoint(part int32) (checkpoint, error) {
 	if err != nil || !ok {
 		return checkpoint{}, err
 	}
-	if len(v) != 24 {
-		return checkpoint{}, fmt.Errorf("state store: checkpoint of partition %d has %d bytes, want 24", part, len(v))
+	if len(v) != 25 {
+		return checkpoint{}, fmt.Errorf("state store: checkpoint of partition %d has %d bytes, want 25", part, len(v))
 	}
 	return checkpoint{
 		Next:       int64(binary.BigEndian.Uint64(v)),
 		Aggregates: int64(binary.BigEndian.Uint64(v[8:])),
 		Keyed:      int64(binary.BigEndian.Uint64(v[16:])),
+		Seeded:     v[24] == 1,
 	}, nil
 }
 
@@ -346,6 +350,11 @@ func (b *storeBatch) setCheckpoint(part int32, cp checkpoint) error {
 	v := binary.BigEndian.AppendUint64(nil, uint64(cp.Next))
 	v = binary.BigEndian.AppendUint64(v, uint64(cp.Aggregates))
 	v = binary.BigEndian.AppendUint64(v, uint64(cp.Keyed))
+	seeded := byte(0)
+	if cp.Seeded {
+		seeded = 1
+	}
+	v = append(v, seeded)
 	return b.b.Set(storeKey(kindCheckpoint, part, ""), v, nil)
 }
 
