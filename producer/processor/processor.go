@@ -136,7 +136,7 @@ type Config struct {
 	// Default 16 MiB.
 	StateCacheBytes int64
 	// StateCacheAggregates bounds the aggregates kept decoded in memory
-	// in front of the store, the most recently used. Default 50,000.
+	// in front of the store, the most recently used. Default 10,000.
 	StateCacheAggregates int
 	// Observer receives metrics events. Default none.
 	Observer Observer
@@ -186,7 +186,7 @@ func (c *Config) setDefaults() {
 		c.StateCacheBytes = 16 << 20
 	}
 	if c.StateCacheAggregates == 0 {
-		c.StateCacheAggregates = 50000
+		c.StateCacheAggregates = 10000
 	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}

@@ -69,7 +69,7 @@ func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
 		Logger: pebbleLogger{log.With("store", dir)},
 		// The memtable is where recent writes wait for a flush; two of
 		// them bound what writes hold in memory.
-		MemTableSize:                8 << 20,
+		MemTableSize:                4 << 20,
 		MemTableStopWritesThreshold: 2,
 	}
 	// Every command to an id not seen before looks it up and finds
