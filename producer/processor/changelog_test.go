@@ -2,6 +2,8 @@ package processor_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -133,4 +135,44 @@ func TestKeyedOutcomesExpire(t *testing.T) {
 	if tombstones != 1 {
 		t.Errorf("%d tombstones for the expired outcome in the changelog, want 1", tombstones)
 	}
+}
+
+// TestAStoreBehindTheChangelogCatchesUp: a store that lost its latest
+// writes, as one does when a processor dies between a commit and its
+// write to the store, or when a volume is restored from a backup, reads
+// the changelog from its older checkpoint and decides from the committed
+// state.
+func TestAStoreBehindTheChangelogCatchesUp(t *testing.T) {
+	c := newCluster(t, 2)
+	a := c.start(t, "a")
+	c.sendAndWait(t, append(adds(0, "cart-0", 2), adds(1, "cart-1", 2)...)...)
+	a.stop(t)
+	dir := filepath.Join(c.stateDir, "processor-a")
+	backup := t.TempDir()
+	if err := os.CopyFS(backup, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+
+	a = c.start(t, "a")
+	c.sendAndWait(t, append(adds(0, "cart-0", 3), adds(1, "cart-1", 3)...)...)
+	a.stop(t)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+
+	a = c.start(t, "a") // its store two commits behind
+	c.sendAndWait(t, append(adds(0, "cart-0", 1), adds(1, "cart-1", 1)...)...)
+	a.stop(t)
+	if _, restored := a.obs.state(); restored == 0 {
+		t.Error("the store behind restored nothing from the changelog")
+	}
+	for _, cart := range []string{"cart-0", "cart-1"} {
+		if got := c.versionAccepted(t, cart); got != 6 {
+			t.Errorf("%s is at version %d after 6 commands, want 6", cart, got)
+		}
+	}
+	c.verify(t)
 }
