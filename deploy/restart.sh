@@ -20,15 +20,17 @@ KEY="Authorization: Bearer $(cat ".stack/loadtest-logs/$RUN/api-key")"
 LOGS=".stack/loadtest-logs/$RUN"
 pids=()
 trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-"$BIN" ingest --auth api-keys --http-addr "$HTTP" >"$LOGS/restart-ingest.log" 2>&1 & pids+=($!)
+# A processor from before the changelog replays all events first: long.
+"$BIN" ingest --auth api-keys --max-wait 600s --http-write-timeout 660s --http-addr "$HTTP" >"$LOGS/restart-ingest.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
 start=$(date +%s.%N)
-KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$LOGS/restart-process.log" 2>&1 & pids+=($!)
+PLOG="$LOGS/restart-process-$(date +%s).log"
+KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
 proc=$!
 seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://$HTTP/v1/commands" -H "$KEY" \
-  -H 'Content-Type: application/json' -H 'Prefer: wait=120' \
+  -H 'Content-Type: application/json' -H 'Prefer: wait=600' \
   -d "{\"type\":\"article.publish\",\"aggregate_id\":\"restart-$(date +%s%N)-{}\",\"data\":{\"author_id\":\"a\",\"title\":\"t\",\"body\":\"b\"}}" |
   sort | uniq -c
 end=$(date +%s.%N)
 echo "every command decided $(echo "$end - $start" | bc) s after the processor started; its RSS then: $(($(ps -o rss= -p "$proc") / 1024)) MiB"
-grep -E "(restored|rebuilt) aggregate state" "$LOGS/restart-process.log" | sed 's/^/[process] /'
+grep -E "(restored|rebuilt) aggregate state" "$PLOG" | sed 's/^/[process] /'

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
@@ -175,4 +177,42 @@ func TestAStoreBehindTheChangelogCatchesUp(t *testing.T) {
 		}
 	}
 	c.verify(t)
+}
+
+// TestARestoreLongerThanATransactionTimeoutFinishes: every fetch of the
+// changelog takes longer than the processor's transaction timeout, so a
+// restore bounded by it would fail again and again; the restore is not,
+// and the processor decides.
+func TestARestoreLongerThanATransactionTimeoutFinishes(t *testing.T) {
+	c := newCluster(t, 1)
+	shortTransactions := func(cfg *processor.Config) { cfg.TransactionTimeout = time.Second }
+	a := c.start(t, "a", shortTransactions)
+	c.sendAndWait(t, adds(0, "cart", 2)...)
+	a.stop(t)
+
+	id, err := kafka.TopicID(t.Context(), c.producer, c.topics.State)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delayed atomic.Int64
+	c.broker.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.broker.KeepControl()
+		for _, topic := range req.(*kmsg.FetchRequest).Topics {
+			if topic.TopicID == id || topic.Topic == c.topics.State {
+				delayed.Add(1)
+				c.broker.SleepControl(func() { <-time.After(1500 * time.Millisecond) })
+				break
+			}
+		}
+		return nil, nil, false
+	})
+	b := c.start(t, "b", shortTransactions) // no store: it reads the changelog
+	c.sendAndWait(t, adds(0, "cart", 1)...)
+	b.stop(t)
+	if delayed.Load() == 0 {
+		t.Fatal("no fetch of the changelog was delayed")
+	}
+	if got := c.versionAccepted(t, "cart"); got != 3 {
+		t.Errorf("the cart is at version %d, want 3", got)
+	}
 }

@@ -23,15 +23,6 @@ import (
 // transact decides records in one transaction and, if it commits, makes
 // the new state the committed one.
 func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) error {
-	if err := p.restoreMissing(ctx, records); err != nil {
-		// Without state no decision is safe: abort so the commands are
-		// redelivered, and try again.
-		p.log.Error("restore aggregate state", "err", err)
-		if _, endErr := sess.End(ctx, kgo.TryAbort); endErr != nil {
-			return fmt.Errorf("abort after failed rebuild: %w", endErr)
-		}
-		return nil
-	}
 	began := time.Now()
 	if err := sess.Begin(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)

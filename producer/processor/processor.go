@@ -407,10 +407,26 @@ func (p *Processor) session(ctx context.Context) error {
 		if len(records) == 0 {
 			continue
 		}
+		lastBegin, lastSize = time.Now(), len(records)
+		// A restore takes as long as the changelog it reads; it is not
+		// bounded by the transaction's timeout (a restore that cannot
+		// finish within it would otherwise never finish), and what it
+		// has read stays in the store if it is interrupted.
+		if err := p.restoreMissing(ctx, records); err != nil {
+			// Without state no decision is safe: abort so the commands
+			// are redelivered, and try again.
+			p.log.Error("restore aggregate state", "err", err)
+			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
+			_, endErr := sess.End(endCtx, kgo.TryAbort)
+			cancel()
+			if endErr != nil {
+				return fmt.Errorf("abort after failed restore: %w", endErr)
+			}
+			continue
+		}
 		// Commands in hand are decided and committed even if ctx ends
 		// meanwhile, so that SIGTERM leaves nothing for a restart to redo;
 		// past its timeout the broker aborts a transaction anyway.
-		lastBegin, lastSize = time.Now(), len(records)
 		txCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 		err := p.transact(txCtx, sess, records)
 		cancel()
