@@ -4,7 +4,7 @@
 # (KAPPA_LOADTEST_KEEP=1 bash deploy/loadtest.sh ...). Usage:
 #   bash deploy/restart.sh <run prefix> <state dir> [commands]
 # It starts ingest, then `kappa process` with the state directory and
-# instance id m0, sends commands (default 24, new articles spread over the
+# instance id m0, sends commands (default 60, new articles spread over the
 # partitions) with Prefer: wait, and prints the seconds until every one
 # was decided. Run it with the state directory the load test's processor
 # used (a restart that keeps its store) or an empty one (a lost store).
@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$ROOT"
-RUN=$1 STATE=$2 N=${3:-24} BIN=${KAPPA_BIN:-./kappa}
+RUN=$1 STATE=$2 N=${3:-60} BIN=${KAPPA_BIN:-./kappa}
 eval "$(bash deploy/stack.sh env)"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN" KAPPA_LOG_LEVEL=info
 HTTP=127.0.0.1:18080

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -102,6 +103,11 @@ func (p *Processor) restoreMissing(ctx context.Context, records []*kgo.Record) e
 		return err
 	}
 	maps.Copy(p.partitions, restored)
+	if read >= restoreBatchRecords {
+		// A large restore leaves the heap at several times what deciding
+		// needs; hand it back now, not over the next minutes.
+		debug.FreeOSMemory()
+	}
 	took := time.Since(start)
 	p.log.Info("restored aggregate state", "partitions", missing, "records", read, "took", took)
 	p.cfg.Observer.Restored(read, took)
@@ -197,6 +203,10 @@ func (p *Processor) readChangelog(ctx context.Context, from, ends map[int32]int6
 		// The last record before the end may be a transaction marker;
 		// without control records that partition would never end.
 		kgo.KeepControlRecords(),
+		// Small fetches: a restore is bounded by the broker's disk and
+		// the store, not by round trips, and what a fetch holds
+		// decompressed is the most a restore holds in memory.
+		kgo.FetchMaxBytes(8<<20), kgo.FetchMaxPartitionBytes(2<<20),
 	)
 	if err != nil {
 		return 0, err
@@ -219,7 +229,7 @@ func (p *Processor) readChangelog(ctx context.Context, from, ends map[int32]int6
 		return nil
 	}
 	for len(remaining) > 0 {
-		fetches := cl.PollFetches(ctx)
+		fetches := cl.PollRecords(ctx, restoreBatchRecords)
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
