@@ -307,12 +307,8 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		p.partitions = map[int32]*owned{}
 		p.log.Error("the transactional session failed; a new one takes over", "err", err, "in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 		wait = min(2*wait, maxWait)
 	}
@@ -378,8 +374,9 @@ func (p *Processor) session(ctx context.Context) error {
 	p.watch.SetMember(func() string { id, _ := sess.Client().GroupMetadata(); return id })
 
 	var (
-		lastBegin time.Time
-		lastSize  int
+		lastBegin      time.Time
+		lastSize       int
+		restoreBackoff = 100 * time.Millisecond
 	)
 	for {
 		if wait := p.cfg.batchDelay(lastSize) - time.Since(lastBegin); wait > 0 {
@@ -414,16 +411,21 @@ func (p *Processor) session(ctx context.Context) error {
 		// has read stays in the store if it is interrupted.
 		if err := p.restoreMissing(ctx, records); err != nil {
 			// Without state no decision is safe: abort so the commands
-			// are redelivered, and try again.
-			p.log.Error("restore aggregate state", "err", err)
+			// are redelivered, and try again after a while.
+			p.log.Error("restore aggregate state", "err", err, "retry_in", restoreBackoff)
 			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.TransactionTimeout)
 			_, endErr := sess.End(endCtx, kgo.TryAbort)
 			cancel()
 			if endErr != nil {
 				return fmt.Errorf("abort after failed restore: %w", endErr)
 			}
+			if !sleep(ctx, restoreBackoff) {
+				return nil
+			}
+			restoreBackoff = min(2*restoreBackoff, 5*time.Second)
 			continue
 		}
+		restoreBackoff = 100 * time.Millisecond
 		// Commands in hand are decided and committed even if ctx ends
 		// meanwhile, so that SIGTERM leaves nothing for a restart to redo;
 		// past its timeout the broker aborts a transaction anyway.
@@ -433,6 +435,18 @@ func (p *Processor) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// sleep waits for d; false if ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

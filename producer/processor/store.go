@@ -71,6 +71,11 @@ func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
 		// them bound what writes hold in memory.
 		MemTableSize:                4 << 20,
 		MemTableStopWritesThreshold: 2,
+		// No write-ahead log: the changelog is the store's log. A crash
+		// loses what the memtables held, and the store comes back as of
+		// an earlier flush, checkpoint included (a memtable is flushed
+		// whole), so the restore reads a longer tail; it is never wrong.
+		DisableWAL: true,
 	}
 	// Every command to an id not seen before looks it up and finds
 	// nothing; bloom filters answer that without reading each table.
@@ -88,7 +93,8 @@ func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
 }
 
 func (s *store) close() error {
-	err := s.db.Close()
+	// Without a log, what the memtables hold is written only by a flush.
+	err := errors.Join(s.db.Flush(), s.db.Close())
 	if s.removeOnClose {
 		err = errors.Join(err, os.RemoveAll(s.dir))
 	}
@@ -195,7 +201,7 @@ func (s *store) forChangelog(id [16]byte, log *slog.Logger) error {
 	if err := b.Set(changelogIDKey, id[:], nil); err != nil {
 		return err
 	}
-	return b.Commit(pebble.Sync)
+	return b.Commit(pebble.NoSync)
 }
 
 // eachAggregate calls fn with every aggregate of a partition, in the form
@@ -370,9 +376,9 @@ func (b *storeBatch) wipe(part int32) error {
 }
 
 // commit applies the batch. It does not wait for the disk: a store that
-// loses its last writes in a crash of the machine is behind the changelog,
-// not wrong, because every checkpoint is written in the batch whose
-// changes it counts.
+// loses its last writes in a crash is behind the changelog, not wrong,
+// because every checkpoint is written in the batch whose changes it
+// counts.
 func (b *storeBatch) commit() error {
 	defer b.close()
 	if err := b.b.Commit(pebble.NoSync); err != nil {
