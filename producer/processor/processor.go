@@ -112,7 +112,7 @@ type Config struct {
 	TransactionInterval time.Duration
 	// TransactionTimeout is how long the broker lets a transaction stay
 	// open before it aborts it, and so how long the processor waits for
-	// one to end: an abandoned transaction blocks the rebuild of its
+	// one to end: an abandoned transaction blocks the restore of its
 	// partitions until it times out, so it is kept short. Default 10s.
 	TransactionTimeout time.Duration
 	// InstanceID, if set, makes this member static (KIP-345), so that a
