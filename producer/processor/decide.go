@@ -299,13 +299,30 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		part.changed[key] = st
 		out.version = st.Version
 	}
+	// The state goes with the events, so that the changelog's partition
+	// joins the transaction with theirs, in one request.
+	produceChangelog := func(r changelogRecord) {
+		sess.Produce(ctx, &kgo.Record{Topic: p.cfg.Topics.State, Partition: r.partition, Key: r.key, Value: r.value},
+			func(rec *kgo.Record, err error) {
+				produceMu.Lock()
+				defer produceMu.Unlock()
+				if err != nil {
+					produceErr = errors.Join(produceErr, err)
+					return
+				}
+				staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
+			})
+	}
+	if err := p.produceStateChangelog(records, staged, now, produceChangelog); err != nil {
+		return nil, err
+	}
 	// The outcomes name their events' positions, so they are produced once
 	// the events are acknowledged, still inside the transaction.
 	if err := sess.Client().Flush(ctx); err != nil {
-		return nil, fmt.Errorf("flush events: %w", err)
+		return nil, fmt.Errorf("flush events and state: %w", err)
 	}
 	if produceErr != nil {
-		return nil, fmt.Errorf("produce events: %w", produceErr)
+		return nil, fmt.Errorf("produce events and state: %w", produceErr)
 	}
 	for _, o := range outcomes {
 		data, err := json.Marshal(o.outcome)
@@ -334,18 +351,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			}
 		})
 	}
-	if err := p.produceChangelog(records, staged, now, func(r changelogRecord) {
-		sess.Produce(ctx, &kgo.Record{Topic: p.cfg.Topics.State, Partition: r.partition, Key: r.key, Value: r.value},
-			func(rec *kgo.Record, err error) {
-				produceMu.Lock()
-				defer produceMu.Unlock()
-				if err != nil {
-					produceErr = errors.Join(produceErr, err)
-					return
-				}
-				staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
-			})
-	}); err != nil {
+	if err := p.produceKeyedChangelog(staged, now, produceChangelog); err != nil {
 		return nil, err
 	}
 	if err := sess.Client().Flush(ctx); err != nil {
@@ -362,13 +368,13 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 // the processor decides at, few enough not to hold up a transaction.
 const keyedExpiryPerTransaction = 1000
 
-// produceChangelog hands produce the changelog records of the
+// produceStateChangelog hands produce the changelog records of the
 // transaction, per partition it decided commands of: the whole state of
 // a partition being bootstrapped; the new state of every aggregate it
-// changed; the outcomes of keyed commands; tombstones for outcomes past
-// the window; and the marker. The records it changes the store with
-// once the transaction commits are kept in staged.
-func (p *Processor) produceChangelog(records []*kgo.Record, staged *stagedChanges, now time.Time, produce func(changelogRecord)) error {
+// changed; tombstones for keyed outcomes past the window; and the
+// marker. The records it changes the store with once the transaction
+// commits are kept in staged.
+func (p *Processor) produceStateChangelog(records []*kgo.Record, staged *stagedChanges, now time.Time, produce func(changelogRecord)) error {
 	for _, part := range partitionsOf(records) {
 		o := p.partitions[part]
 		if o.bootstrap {
@@ -399,6 +405,13 @@ func (p *Processor) produceChangelog(records []*kgo.Record, staged *stagedChange
 		}
 		stage(changelogRecord{partition: part, key: []byte(changelogMarker), value: []byte{}})
 	}
+	return nil
+}
+
+// produceKeyedChangelog hands produce the outcomes of the transaction's
+// keyed commands, once they name their events' positions, and keeps them
+// in staged for the store.
+func (p *Processor) produceKeyedChangelog(staged *stagedChanges, now time.Time, produce func(changelogRecord)) error {
 	for key, o := range staged.keyed {
 		v, err := marshalKeyed(KeyedOutcome{Outcome: *o, DecidedAt: now})
 		if err != nil {
