@@ -496,12 +496,8 @@ func settledEnds(ctx context.Context, conn kafka.Connection, topic string, parti
 			return ends, nil
 		}
 		log.Info("waiting for an abandoned transaction to end before rebuilding", "topic", topic, "partitions", open)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, backoff) {
 			return nil, fmt.Errorf("partitions %v of %s still have an open transaction: %w", open, topic, ctx.Err())
-		case <-t.C:
 		}
 		backoff = min(backoff*2, time.Second)
 	}

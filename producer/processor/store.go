@@ -114,12 +114,21 @@ func partitionBounds(kind byte, part int32) (lower, upper []byte) {
 }
 
 func (s *store) get(key []byte) ([]byte, bool, error) {
-	v, closer, err := s.db.Get(key)
+	v, ok, err := lookUp(s.db, key)
+	if err != nil {
+		return nil, false, fmt.Errorf("state store: %w", err)
+	}
+	return v, ok, nil
+}
+
+// lookUp returns a copy of key's value in the store or a batch.
+func lookUp(r pebble.Reader, key []byte) ([]byte, bool, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("state store: %w", err)
+		return nil, false, err
 	}
 	out := bytes.Clone(v)
 	return out, true, closer.Close()
@@ -269,29 +278,17 @@ func (s *store) memoryBytes() int64 {
 // storeBatch is a set of changes to the store that apply at once. It reads
 // its own writes, so that a restore counts the entries it adds once.
 type storeBatch struct {
-	s      *store
 	b      *pebble.Batch
 	closed bool
 }
 
-func (s *store) newBatch() *storeBatch { return &storeBatch{s: s, b: s.db.NewIndexedBatch()} }
-
-func (b *storeBatch) has(key []byte) (bool, error) {
-	_, closer, err := b.b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, closer.Close()
-}
+func (s *store) newBatch() *storeBatch { return &storeBatch{b: s.db.NewIndexedBatch()} }
 
 // setAggregate stores an aggregate's encoded state; it reports whether the
 // aggregate is new to the store.
 func (b *storeBatch) setAggregate(part int32, key string, state []byte) (bool, error) {
 	k := storeKey(kindAggregate, part, key)
-	had, err := b.has(k)
+	_, had, err := lookUp(b.b, k)
 	if err != nil {
 		return false, err
 	}
@@ -302,7 +299,7 @@ func (b *storeBatch) setAggregate(part int32, key string, state []byte) (bool, e
 // whether the outcome is new to the store.
 func (b *storeBatch) setKeyed(part int32, commandID string, value []byte) (bool, error) {
 	k := storeKey(kindKeyed, part, commandID)
-	old, ok, err := b.value(k)
+	old, ok, err := lookUp(b.b, k)
 	if err != nil {
 		return false, err
 	}
@@ -328,7 +325,7 @@ func (b *storeBatch) setKeyed(part int32, commandID string, value []byte) (bool,
 // deleteKeyed forgets a keyed outcome; it reports whether there was one.
 func (b *storeBatch) deleteKeyed(part int32, commandID string) (bool, error) {
 	k := storeKey(kindKeyed, part, commandID)
-	old, ok, err := b.value(k)
+	old, ok, err := lookUp(b.b, k)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -338,18 +335,6 @@ func (b *storeBatch) deleteKeyed(part int32, commandID string) (bool, error) {
 		}
 	}
 	return true, b.b.Delete(k, nil)
-}
-
-func (b *storeBatch) value(key []byte) ([]byte, bool, error) {
-	v, closer, err := b.b.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	out := bytes.Clone(v)
-	return out, true, closer.Close()
 }
 
 func (b *storeBatch) setCheckpoint(part int32, cp checkpoint) error {
