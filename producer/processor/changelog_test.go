@@ -45,20 +45,7 @@ func TestStateBootstrappedFromEvents(t *testing.T) {
 func testStateBootstrappedFromEvents(t *testing.T, abortedFirst bool) {
 	c := newCluster(t, 1)
 	if abortedFirst {
-		txn, err := c.conn.NewClient(kgo.TransactionalID("aborted"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer txn.Close()
-		if err := txn.BeginTransaction(); err != nil {
-			t.Fatal(err)
-		}
-		if err := txn.ProduceSync(t.Context(), &kgo.Record{Topic: c.topics.State, Key: []byte("m"), Value: []byte{}}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-		if err := txn.EndTransaction(t.Context(), kgo.TryAbort); err != nil {
-			t.Fatal(err)
-		}
+		c.writeAborted(t, &kgo.Record{Topic: c.topics.State, Key: []byte("m"), Value: []byte{}})
 	}
 	history := []schemas.Envelope{productAdded("cart-old", 1), productAdded("cart-old", 2)}
 	for _, e := range history {

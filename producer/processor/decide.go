@@ -28,7 +28,10 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		return fmt.Errorf("begin transaction: %w", err)
 	}
 	staged, err := p.decideBatch(ctx, sess, records)
-	if err != nil {
+	switch {
+	case errors.Is(err, errMispredicted):
+		p.log.Warn("aborting transaction", "err", err)
+	case err != nil:
 		p.log.Error("produce decisions; aborting transaction", "err", err)
 	}
 	decided := time.Now()
@@ -62,6 +65,11 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 		tx.Decided[i] = now.Sub(r.Timestamp)
 	}
 	p.cfg.Observer.Committed(tx)
+	for part, last := range staged.eventsLast {
+		if o, ok := p.partitions[part]; ok {
+			o.eventsNext = last + 2 // the commit's marker follows the last record
+		}
+	}
 	for part, next := range nextOffsets(records) {
 		p.watch.Progressed(part, next)
 	}
@@ -144,6 +152,11 @@ type stagedChanges struct {
 	// after each partition's last one.
 	changelog     []changelogRecord
 	changelogNext map[int32]int64
+	// eventsLast is the offset of the last record on each partition of
+	// the events topic, and mispredicted says a record did not get the
+	// offset its outcome named (see eventOffsets).
+	eventsLast   map[int32]int64
+	mispredicted bool
 
 	accepted, rejected, duplicates int
 }
@@ -195,12 +208,37 @@ type pendingOutcome struct {
 // cost a tenth of the processor's CPU); transact drops all state unless the
 // transaction commits.
 func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (*stagedChanges, error) {
-	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{}}
+	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{}, eventsLast: map[int32]int64{}}
 	outcomes := make([]*pendingOutcome, 0, len(records))
 	var (
 		produceMu  sync.Mutex
 		produceErr error
 	)
+	predicted := p.eventOffsets(records)
+	// produceEvent writes a record to the events topic; position, if not
+	// nil, is where the outcome says it is: predicted, it is checked, else
+	// it is filled in.
+	produceEvent := func(rec *kgo.Record, position *schemas.Position) {
+		if predicted != nil {
+			*position = schemas.Position{Partition: rec.Partition, Offset: predicted[rec.Partition]}
+			predicted[rec.Partition]++
+		}
+		sess.Produce(ctx, rec, func(rec *kgo.Record, err error) {
+			produceMu.Lock()
+			defer produceMu.Unlock()
+			if err != nil {
+				produceErr = errors.Join(produceErr, err)
+				return
+			}
+			staged.eventsLast[rec.Partition] = max(staged.eventsLast[rec.Partition], rec.Offset)
+			switch {
+			case predicted == nil:
+				*position = schemas.Position{Partition: rec.Partition, Offset: rec.Offset}
+			case position.Offset != rec.Offset:
+				staged.mispredicted = true
+			}
+		})
+	}
 	now := time.Now().UTC()
 	for _, r := range records {
 		env, cmd, decodeErr := decodeCommand(r)
@@ -282,15 +320,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			ev.Data = data
 			ref := &out.outcome.Events[i]
 			*ref = schemas.EventRef{ID: ev.ID, Type: ev.Type, AggregateVersion: ev.AggregateVersion}
-			sess.Produce(ctx, kafka.Record(p.cfg.Topics.Events, r.Partition, ev), func(rec *kgo.Record, err error) {
-				produceMu.Lock()
-				defer produceMu.Unlock()
-				if err != nil {
-					produceErr = errors.Join(produceErr, err)
-					return
-				}
-				ref.Position = schemas.Position{Partition: rec.Partition, Offset: rec.Offset}
-			})
+			produceEvent(kafka.Record(p.cfg.Topics.Events, r.Partition, ev), &ref.Position)
 		}
 		aggregate.Retire(&st)
 		if _, changed := part.changed[key]; !changed && st.Version == int64(len(events)) {
@@ -316,13 +346,16 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	if err := p.produceStateChangelog(records, staged, now, produceChangelog); err != nil {
 		return nil, err
 	}
-	// The outcomes name their events' positions, so they are produced once
-	// the events are acknowledged, still inside the transaction.
-	if err := sess.Client().Flush(ctx); err != nil {
-		return nil, fmt.Errorf("flush events and state: %w", err)
-	}
-	if produceErr != nil {
-		return nil, fmt.Errorf("produce events and state: %w", produceErr)
+	if predicted == nil {
+		// The outcomes name their events' positions, so without a
+		// prediction they are produced once the events are acknowledged,
+		// still inside the transaction.
+		if err := sess.Client().Flush(ctx); err != nil {
+			return nil, fmt.Errorf("flush events and state: %w", err)
+		}
+		if produceErr != nil {
+			return nil, fmt.Errorf("produce events and state: %w", produceErr)
+		}
 	}
 	for _, o := range outcomes {
 		data, err := json.Marshal(o.outcome)
@@ -343,13 +376,8 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		sess.Produce(ctx, kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), func(_ *kgo.Record, err error) {
-			if err != nil {
-				produceMu.Lock()
-				produceErr = errors.Join(produceErr, err)
-				produceMu.Unlock()
-			}
-		})
+		var position schemas.Position // the outcome's own: it names nobody else's
+		produceEvent(kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), &position)
 	}
 	if err := p.produceKeyedChangelog(staged, now, produceChangelog); err != nil {
 		return nil, err
@@ -360,7 +388,39 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	if produceErr != nil {
 		return nil, fmt.Errorf("produce outcomes and state: %w", produceErr)
 	}
+	if staged.mispredicted {
+		return nil, errMispredicted
+	}
 	return staged, nil
+}
+
+// errMispredicted aborts a transaction whose events did not land where
+// its outcomes say they are.
+var errMispredicted = errors.New("events did not get the offsets their outcomes name (another writer on the events topic?)")
+
+// eventOffsets predicts, per partition of records, the offset of the
+// next record on the events topic, or returns nil if some partition's is
+// not known. With a prediction the outcomes name their events' positions
+// before they are written, and events and outcomes go in one produce
+// round trip instead of two, one after the other. The processor owns the
+// partition, so its own records are the only ones there: after a commit,
+// the next offset is the last one plus the marker's. Anything else on the
+// partition (a zombie's aborted records, another tool) makes the
+// prediction wrong; the transaction is then aborted before it commits,
+// and the next one learns the offsets anew.
+func (p *Processor) eventOffsets(records []*kgo.Record) map[int32]int64 {
+	next := map[int32]int64{}
+	for _, r := range records {
+		if _, ok := next[r.Partition]; ok {
+			continue
+		}
+		o, ok := p.partitions[r.Partition]
+		if !ok || o.eventsNext == 0 {
+			return nil
+		}
+		next[r.Partition] = o.eventsNext
+	}
+	return next
 }
 
 // keyedExpiryPerTransaction bounds the expired outcomes of keyed commands

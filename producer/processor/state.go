@@ -37,6 +37,12 @@ type owned struct {
 	// bootstrap says the changelog lacks the partition's state; the next
 	// transaction writes all of it.
 	bootstrap bool
+	// eventsNext is the offset the next record of this processor on the
+	// partition of the events topic will get, once a transaction of this
+	// processor committed there (0 until then): the partition's commands
+	// are only this processor's, so only it writes there, and a commit's
+	// marker takes one offset.
+	eventsNext int64
 }
 
 func newOwned(cp checkpoint) *owned {
