@@ -236,7 +236,7 @@ func (f idempotencyFlags) apply(c *roles.Config) {
 
 type processorFlags struct {
 	TransactionInterval  time.Duration `env:"KAPPA_TRANSACTION_INTERVAL" default:"${transaction_interval}" help:"Longest wait of a processor's transaction for commands to join it, from the start of the one before; the wait grows with the last transaction's size (1 ms per command), so a lone command is decided at once and a loaded processor starts one every interval. Negative: never wait."`
-	StateDir             string        `env:"KAPPA_STATE_DIR" type:"path" help:"Where a processor keeps its local store of aggregate state (a directory per instance inside it); keep it across restarts, with --instance-id, and a restart reads only the changelog written since. Empty: a temporary directory, and every start restores from the changelog (kappa dev: <data-dir>/state)."`
+	StateDir             string        `env:"KAPPA_STATE_DIR" type:"path" help:"Where a processor keeps its local store of aggregate state (a directory per instance inside it); keep it across restarts, and a restart reads only the changelog written since. Empty: $TMPDIR/kappa-state, as Kafka Streams' state.dir (kappa dev: <data-dir>/state)."`
 	StateCacheBytes      int64         `env:"KAPPA_STATE_CACHE_BYTES" default:"${state_cache_bytes}" help:"Bytes of memory the local store may cache blocks in."`
 	StateCacheAggregates int           `env:"KAPPA_STATE_CACHE_AGGREGATES" default:"${state_cache_aggregates}" help:"Aggregates a processor keeps decoded in memory in front of its store, the most recently used."`
 }

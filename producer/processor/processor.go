@@ -126,11 +126,13 @@ type Config struct {
 	// with that outcome instead of being decided again. Default 24h.
 	IdempotencyWindow time.Duration
 	// StateDir is where the local store of aggregate state lives, in a
-	// directory named after the TransactionalID. Keep it across restarts
-	// (a volume of a StatefulSet), with an InstanceID, and a restart reads
-	// only the changelog written since it stopped. Default none: a
-	// temporary directory, removed at exit, so every start restores from
-	// the changelog, in time that follows the number of live aggregates.
+	// directory named after the TransactionalID; without a configured
+	// one, in the first of "<group>-0", "<group>-1", … that no running
+	// processor holds. Keep it across restarts (a volume of a
+	// StatefulSet), and a restart reads only the changelog written since
+	// it stopped; a processor without it restores from the changelog, in
+	// time that follows the number of live aggregates. Default
+	// "<os.TempDir()>/kappa-state", as Kafka Streams' state.dir.
 	StateDir string
 	// StateCacheBytes bounds the local store's block cache in memory.
 	// Default 16 MiB.
@@ -146,6 +148,10 @@ type Config struct {
 	StallTimeout time.Duration
 	// Logger receives operational logs. Default slog.Default().
 	Logger *slog.Logger
+
+	// transactionalIDPerProcess says the TransactionalID is the default
+	// one of a process, which a restart does not keep.
+	transactionalIDPerProcess bool
 }
 
 func (c *Config) setDefaults() {
@@ -160,6 +166,10 @@ func (c *Config) setDefaults() {
 	if c.TransactionalID == "" {
 		host, _ := os.Hostname()
 		c.TransactionalID = c.Group + "-" + host + "-" + strconv.Itoa(os.Getpid())
+		c.transactionalIDPerProcess = true
+	}
+	if c.StateDir == "" {
+		c.StateDir = filepath.Join(os.TempDir(), "kappa-state")
 	}
 	if c.Source == "" {
 		c.Source = "kappa/processor"
@@ -262,17 +272,17 @@ func New(cfg Config) (*Processor, error) {
 // session takes over after a backoff: with the same transactional id, it
 // fences the old one's open transaction.
 func (p *Processor) Run(ctx context.Context) error {
-	dir := ""
-	if p.cfg.StateDir != "" {
-		dir = filepath.Join(p.cfg.StateDir, p.cfg.TransactionalID)
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return fmt.Errorf("state directory: %w", err)
-		}
+	var st *store
+	var err error
+	if p.cfg.transactionalIDPerProcess {
+		st, err = openSlotStore(filepath.Join(p.cfg.StateDir, p.cfg.Group), p.cfg.StateCacheBytes, p.log)
+	} else {
+		st, err = openStore(filepath.Join(p.cfg.StateDir, p.cfg.TransactionalID), p.cfg.StateCacheBytes, p.log)
 	}
-	st, err := openStore(dir, p.cfg.StateCacheBytes, p.log)
 	if err != nil {
 		return err
 	}
+	p.log.Info("state store opened", "dir", st.dir)
 	p.store = st
 	if p.cache, err = simplelru.NewLRU[cacheKey, aggregate.State](p.cfg.StateCacheAggregates, nil); err != nil {
 		return err

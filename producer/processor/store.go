@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/segmentio/encoding/json"
 
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
@@ -46,26 +48,47 @@ const (
 
 // store is the processor's local store.
 type store struct {
-	db            *pebble.DB
-	dir           string
-	removeOnClose bool
+	db   *pebble.DB
+	lock *pebble.Lock
+	dir  string
 }
 
-// openStore opens (or creates) the store in dir; with dir empty, in a
-// temporary directory removed again by close.
-func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
-	removeOnClose := false
-	if dir == "" {
-		tmp, err := os.MkdirTemp("", "kappa-processor-state-")
-		if err != nil {
-			return nil, fmt.Errorf("state store: %w", err)
+// maxStoreSlots bounds the directories that processors of one group on one
+// host take turns in; each running one holds one.
+const maxStoreSlots = 64
+
+// openSlotStore opens the store in the first directory "<base>-<n>" that
+// no running processor holds: a processor whose transactional id changes
+// from start to start (it has no instance id) still finds the store of an
+// earlier one, so that it restores only what the changelog gained since,
+// and no store is left behind for each start.
+func openSlotStore(base string, cacheBytes int64, log *slog.Logger) (*store, error) {
+	var errs []error
+	for n := range maxStoreSlots {
+		st, err := openStore(base+"-"+strconv.Itoa(n), cacheBytes, log)
+		if err == nil {
+			return st, nil
 		}
-		dir, removeOnClose = tmp, true
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("state store: all %d directories %s-N are in use or cannot be opened: %w", maxStoreSlots, base, errors.Join(errs...))
+}
+
+// openStore opens (or creates) the store in dir, which no other process
+// may have open.
+func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		return nil, fmt.Errorf("open the state store in %s (another processor is using it): %w", dir, err)
 	}
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
 	opts := &pebble.Options{
 		Cache:  cache,
+		Lock:   lock,
 		Logger: pebbleLogger{log.With("store", dir)},
 		// The memtable is where recent writes wait for a flush; two of
 		// them bound what writes hold in memory.
@@ -84,21 +107,14 @@ func openStore(dir string, cacheBytes int64, log *slog.Logger) (*store, error) {
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
-		if removeOnClose {
-			_ = os.RemoveAll(dir)
-		}
-		return nil, fmt.Errorf("open the state store in %s (another processor may be using it): %w", dir, err)
+		return nil, errors.Join(fmt.Errorf("open the state store in %s: %w", dir, err), lock.Close())
 	}
-	return &store{db: db, dir: dir, removeOnClose: removeOnClose}, nil
+	return &store{db: db, lock: lock, dir: dir}, nil
 }
 
 func (s *store) close() error {
 	// Without a log, what the memtables hold is written only by a flush.
-	err := errors.Join(s.db.Flush(), s.db.Close())
-	if s.removeOnClose {
-		err = errors.Join(err, os.RemoveAll(s.dir))
-	}
-	return err
+	return errors.Join(s.db.Flush(), s.db.Close(), s.lock.Close())
 }
 
 func storeKey(kind byte, part int32, rest string) []byte {
