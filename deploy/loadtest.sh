@@ -33,6 +33,8 @@ drop_deployment() {
   java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dlog4j2.configurationFile="$stack/kafka/tools-log4j2.properties" \
     -cp "$stack/kafka/libs/*" org.apache.kafka.tools.TopicCommand --bootstrap-server "${KAPPA_KAFKA_BROKERS%%,*}" \
     --delete --if-exists --topic "$RUN\\..*" >/dev/null 2>&1 || failed+=("topics")
+  # The processor's store slots (its default state directory).
+  rm -rf "${TMPDIR:-/tmp}/kappa-state/$RUN-processor-"* || failed+=("processor state")
   if [ ${#failed[@]} -gt 0 ]; then
     echo "[loadtest] could not drop all of deployment $RUN: ${failed[*]}" >&2
   else

@@ -8,6 +8,9 @@
 # partitions) with Prefer: wait, and prints the seconds until every one
 # was decided. Run it with the state directory the load test's processor
 # used (a restart that keeps its store) or an empty one (a lost store).
+# State dir "default" runs the processor as the load test does, without a
+# state directory or instance id: it takes the first free store slot in
+# $TMPDIR/kappa-state, the one the load test's processor left.
 # KAPPA_BIN runs another build of kappa (default ./kappa).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -25,7 +28,11 @@ trap 'for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 
 for _ in $(seq 1 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.1; done
 start=$(date +%s.%N)
 PLOG="$LOGS/restart-process-$(date +%s).log"
-KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
+if [ "$STATE" = default ]; then
+  "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
+else
+  KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
+fi
 proc=$!
 seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://$HTTP/v1/commands" -H "$KEY" \
   -H 'Content-Type: application/json' -H 'Prefer: wait=600' \

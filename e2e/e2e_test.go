@@ -25,6 +25,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/producer/processor"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
 	"github.com/kappa-cqrs/kappa/projections/postgres"
 	"github.com/kappa-cqrs/kappa/projector"
@@ -116,8 +117,9 @@ func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch click
 		Kafka: conn, TopicPrefix: prefix, GroupPrefix: prefix, CreateTopics: kafka.TopicConfig{Partitions: partitions},
 		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}},
 		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
-		OnListen: func(a net.Addr) { listening <- a },
+		Processor: processor.Config{StateDir: t.TempDir()},
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
+		OnListen:  func(a net.Addr) { listening <- a },
 	}
 	for _, c := range configure {
 		c(&cfg)
