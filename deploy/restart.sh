@@ -18,7 +18,7 @@ cd "$ROOT"
 RUN=$1 STATE=$2 N=${3:-60} BIN=${KAPPA_BIN:-./kappa}
 eval "$(bash deploy/stack.sh env)"
 export KAPPA_TOPIC_PREFIX="$RUN" KAPPA_GROUP_PREFIX="$RUN" KAPPA_POSTGRES_SCHEMA="$RUN" KAPPA_CLICKHOUSE_DATABASE="$RUN" KAPPA_LOG_LEVEL=info
-HTTP=127.0.0.1:18080
+HTTP=127.0.0.1:18080 OPS=127.0.0.1:19193
 KEY="Authorization: Bearer $(cat ".stack/loadtest-logs/$RUN/api-key")"
 LOGS=".stack/loadtest-logs/$RUN"
 pids=()
@@ -29,9 +29,9 @@ for _ in $(seq 1 100); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sl
 start=$(date +%s.%N)
 PLOG="$LOGS/restart-process-$(date +%s).log"
 if [ "$STATE" = default ]; then
-  "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
+  KAPPA_OPS_ADDR=$OPS "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
 else
-  KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
+  KAPPA_OPS_ADDR=$OPS KAPPA_STATE_DIR="$STATE" KAPPA_INSTANCE_ID=m0 "$BIN" process >"$PLOG" 2>&1 & pids+=($!)
 fi
 proc=$!
 seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://$HTTP/v1/commands" -H "$KEY" \
@@ -41,3 +41,4 @@ seq 1 "$N" | xargs -P "$N" -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST
 end=$(date +%s.%N)
 echo "every command decided $(echo "$end - $start" | bc) s after the processor started; its RSS then: $(($(ps -o rss= -p "$proc") / 1024)) MiB"
 grep -E "(restored|rebuilt) aggregate state" "$PLOG" | sed 's/^/[process] /'
+curl -s "http://$OPS/metrics" | grep -E '^kappa_processor_aggregates ' | sed 's/^/[process] /' || true

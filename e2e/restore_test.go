@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -81,8 +83,19 @@ func TestProcessorsKilledWhileRestoringDecideOnce(t *testing.T) {
 		t.Logf("processor %d killed; had finished a restore: %v", i, bytes.Contains(out, []byte("restored aggregate state")))
 	}
 
-	start()
+	last := start()
 	round("d", carts)
 	waitForProjections(t, sys, m, pg, ch)
 	assertPostgres(t, sys, m)
+
+	// The interrupted restores wrote without counting; the one that
+	// finished counted every cart once.
+	out, err := os.ReadFile(last.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restores := regexp.MustCompile(`restored aggregate state.*aggregates_held=(\d+)`).FindAllSubmatch(out, -1)
+	if len(restores) == 0 || string(restores[len(restores)-1][1]) != strconv.Itoa(carts) {
+		t.Errorf("the last processor's restores: %q; want the last to hold %d aggregates", restores, carts)
+	}
 }

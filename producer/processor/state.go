@@ -115,7 +115,11 @@ func (p *Processor) restoreMissing(ctx context.Context, records []*kgo.Record) e
 		debug.FreeOSMemory()
 	}
 	took := time.Since(start)
-	p.log.Info("restored aggregate state", "partitions", missing, "records", read, "took", took)
+	var held int64
+	for _, o := range p.partitions {
+		held += o.cp.Aggregates
+	}
+	p.log.Info("restored aggregate state", "partitions", missing, "records", read, "took", took, "aggregates_held", held)
 	p.cfg.Observer.Restored(read, took)
 	p.reportHeld(0)
 	return nil
@@ -162,6 +166,12 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 			}
 			cp = checkpoint{Next: first}
 		}
+		if cp.Next == first && first < end {
+			// From the start: nothing of the partition in the store to
+			// look up, so the restore writes without counting, and counts
+			// once at its end.
+			cp.Aggregates = uncounted
+		}
 		restored[part] = newOwned(cp)
 		if cp.Next < end {
 			from[part] = cp.Next
@@ -169,6 +179,9 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 	}
 	read, err := p.readChangelog(ctx, from, ends, restored)
 	if err != nil {
+		return nil, 0, err
+	}
+	if err := p.countRestored(restored); err != nil {
 		return nil, 0, err
 	}
 	// A partition whose changelog holds no committed record predates it
@@ -187,6 +200,32 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 		read += replayed
 	}
 	return restored, read, nil
+}
+
+// uncounted marks a checkpoint whose aggregates are not counted yet.
+const uncounted = -1
+
+// countRestored counts the aggregates of the partitions restored from the
+// changelog's start and writes their checkpoints. Looking each record up
+// to count it as it is restored took most of a restore's time; counting
+// the keys at the end is one sequential pass.
+func (p *Processor) countRestored(restored map[int32]*owned) error {
+	b := p.store.newBatch()
+	defer b.close()
+	for part, o := range restored {
+		if o.cp.Aggregates != uncounted {
+			continue
+		}
+		n, err := p.store.countAggregates(part)
+		if err != nil {
+			return err
+		}
+		o.cp.Aggregates = n
+		if err := b.setCheckpoint(part, o.cp); err != nil {
+			return err
+		}
+	}
+	return b.commit()
 }
 
 // restoreBatchRecords bounds the changes a restore holds before it writes
@@ -288,6 +327,9 @@ func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte
 	rest := string(key[1:])
 	switch key[0] {
 	case kindAggregate:
+		if cp.Aggregates == uncounted {
+			return b.b.Set(storeKey(kindAggregate, part, rest), value, nil)
+		}
 		added, err := b.setAggregate(part, rest, value)
 		if added {
 			cp.Aggregates++

@@ -181,7 +181,9 @@ func (s *store) keyed(part int32, commandID string) (KeyedOutcome, bool, error) 
 type checkpoint struct {
 	// Next is the changelog offset after the last record applied.
 	Next int64
-	// Aggregates and Keyed count the entries of the partition.
+	// Aggregates and Keyed count the entries of the partition;
+	// Aggregates is uncounted (negative) while a restore from the
+	// changelog's start is under way.
 	Aggregates, Keyed int64
 	// Seeded says the changelog held a committed record of the
 	// partition: its state is the changelog's, not yet the events'.
@@ -227,6 +229,20 @@ func (s *store) forChangelog(id [16]byte, log *slog.Logger) error {
 		return err
 	}
 	return b.Commit(pebble.NoSync)
+}
+
+// countAggregates counts the aggregates of a partition.
+func (s *store) countAggregates(part int32) (n int64, err error) {
+	lower, upper := partitionBounds(kindAggregate, part)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return 0, fmt.Errorf("state store: %w", err)
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n, it.Error()
 }
 
 // eachAggregate calls fn with every aggregate of a partition, in the form
