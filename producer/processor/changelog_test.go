@@ -1,13 +1,14 @@
 package processor_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -32,41 +33,63 @@ func (c *cluster) versionAccepted(t *testing.T, cart string) int64 {
 
 // TestStateBootstrappedFromEvents: a deployment whose events predate the
 // changelog is decided from its events, and its state lands in the
-// changelog, so that a processor without a store restores it from there.
-// A changelog that holds only an aborted transaction has no state either.
+// changelog, so that a processor without a store restores it from there:
+// also the aggregates no command touched since. A changelog that holds
+// only an aborted transaction has no state either; and when the
+// transaction that writes the rebuilt state aborts, the retry writes it.
 func TestStateBootstrappedFromEvents(t *testing.T) {
-	for _, abortedFirst := range []bool{false, true} {
-		t.Run(fmt.Sprintf("aborted changelog transaction first: %v", abortedFirst), func(t *testing.T) {
-			testStateBootstrappedFromEvents(t, abortedFirst)
+	for _, tt := range []struct {
+		name                            string
+		abortedFirst, bootstrapAborting bool
+	}{
+		{name: "fresh changelog"},
+		{name: "aborted changelog transaction first", abortedFirst: true},
+		{name: "the bootstrap's transaction aborts", bootstrapAborting: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			testStateBootstrappedFromEvents(t, tt.abortedFirst, tt.bootstrapAborting)
 		})
 	}
 }
 
-func testStateBootstrappedFromEvents(t *testing.T, abortedFirst bool) {
+func testStateBootstrappedFromEvents(t *testing.T, abortedFirst, bootstrapAborting bool) {
 	c := newCluster(t, 1)
 	if abortedFirst {
 		c.writeAborted(t, &kgo.Record{Topic: c.topics.State, Key: []byte("m"), Value: []byte{}})
 	}
-	history := []schemas.Envelope{productAdded("cart-old", 1), productAdded("cart-old", 2)}
+	history := []schemas.Envelope{productAdded("cart-old", 1), productAdded("cart-old", 2), productAdded("cart-untouched", 1)}
 	for _, e := range history {
 		if err := c.producer.ProduceSync(t.Context(), kafka.Record(c.topics.Events, 0, e)).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a := c.start(t, "a")
-	c.sendAndWait(t, addProduct(0, "cart-old", "q1"))
+	first := addProduct(0, "cart-old", "q1")
+	if bootstrapAborting {
+		withFault(func(kafka.Topics) kfake.Fault {
+			return kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Group: group, Err: kerr.UnknownServerError}
+		})(t, c, []command{first})
+		if a.obs.aborted.Load() == 0 {
+			t.Fatal("no transaction aborted")
+		}
+	} else {
+		c.sendAndWait(t, first)
+	}
 	if got := c.versionAccepted(t, "cart-old"); got != 3 {
 		t.Fatalf("the first decision after the history left cart-old at version %d, want 3", got)
 	}
 	a.stop(t)
-	if _, restored := a.obs.state(); restored != len(history) {
-		t.Errorf("a replayed %d records, want the %d events", restored, len(history))
+	if _, restored := a.obs.state(); restored < len(history) {
+		t.Errorf("a replayed %d records, want at least the %d events", restored, len(history))
 	}
 
 	b := c.start(t, "b") // no store, and the changelog has the state
-	c.sendAndWait(t, addProduct(0, "cart-old", "q2"))
+	c.sendAndWait(t, addProduct(0, "cart-old", "q2"), addProduct(0, "cart-untouched", "q3"))
 	if got := c.versionAccepted(t, "cart-old"); got != 4 {
 		t.Errorf("after a restore from the changelog cart-old is at version %d, want 4", got)
+	}
+	if got := c.versionAccepted(t, "cart-untouched"); got != 2 {
+		t.Errorf("after a restore from the changelog cart-untouched is at version %d, want 2", got)
 	}
 	b.stop(t)
 	if _, restored := b.obs.state(); restored == 0 {

@@ -386,6 +386,10 @@ func (p *Processor) bootstrap(ctx context.Context, parts []int32, restored map[i
 				err = applyChangelog(b, part, &cp, changelogKey(kindKeyed, id), v)
 			}
 		}
+		// Not seeded until a transaction has written this state to the
+		// changelog: if it aborts, or the processor dies first, the next
+		// restore must rebuild it again rather than take the store's word.
+		cp.Seeded = false
 		if err == nil {
 			err = b.setCheckpoint(part, cp)
 		}
