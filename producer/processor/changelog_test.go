@@ -1,6 +1,7 @@
 package processor_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -224,5 +225,61 @@ func TestARestoreLongerThanATransactionTimeoutFinishes(t *testing.T) {
 	}
 	if got := c.versionAccepted(t, "cart"); got != 3 {
 		t.Errorf("the cart is at version %d, want 3", got)
+	}
+}
+
+// TestABootstrapInChunks: a bootstrap larger than a transaction may write
+// goes to the changelog in chunks. A processor that restores while only
+// part of it is there rebuilds from the events instead; once all of it is,
+// a processor restores from the changelog alone.
+func TestABootstrapInChunks(t *testing.T) {
+	c := newCluster(t, 1)
+	const carts = 25
+	for i := range carts {
+		if err := c.producer.ProduceSync(t.Context(), kafka.Record(c.topics.Events, 0, productAdded(fmt.Sprintf("cart-h-%d", i), 1))).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chunks := processor.WithBootstrapChunk(10)
+
+	a := c.start(t, "a", chunks)
+	c.sendAndWait(t, addProduct(0, "cart-h-0", "q1")) // the first chunk: 10 of 25
+	a.stop(t)
+
+	b := c.start(t, "b", chunks) // no store; the changelog holds a part
+	c.sendAndWait(t, addProduct(0, "cart-h-24", "q1"))
+	if got := c.versionAccepted(t, "cart-h-24"); got != 2 {
+		t.Fatalf("restored while the changelog held part of the bootstrap, cart-h-24 is at version %d, want 2", got)
+	}
+	for range 3 { // the rest of b's own bootstrap
+		c.sendAndWait(t, addProduct(0, "cart-h-1", fmt.Sprintf("r%d", c.versionAccepted(t, "cart-h-1"))))
+	}
+	b.stop(t)
+	var begun, ended int
+	records, _ := kappatest.ReadTopic(t, c.conn, c.topics.State)
+	for _, r := range records {
+		if string(r.Key) == "s" {
+			switch string(r.Value) {
+			case "begun":
+				begun++
+			case "ended":
+				ended++
+			}
+		}
+	}
+	if begun != 2 || ended != 1 {
+		t.Errorf("the changelog holds %d records of a bootstrap begun and %d of one ended, want 2 (a's, b's) and 1 (b's)", begun, ended)
+	}
+
+	d := c.start(t, "d", chunks) // no store; the changelog holds it all
+	c.sendAndWait(t, addProduct(0, "cart-h-12", "q1"), addProduct(0, "cart-h-23", "q1"))
+	d.stop(t)
+	for cart, want := range map[string]int64{"cart-h-12": 2, "cart-h-23": 2, "cart-h-24": 2, "cart-h-0": 2, "cart-h-1": 4} {
+		if got := c.versionAccepted(t, cart); got != want {
+			t.Errorf("restored from the changelog alone, %s is at version %d, want %d", cart, got, want)
+		}
+	}
+	if _, restored := d.obs.state(); restored < carts || restored > 3*carts {
+		t.Errorf("d read %d records, want the changelog's few dozen", restored)
 	}
 }

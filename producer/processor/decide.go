@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,7 +112,9 @@ func (p *Processor) storeCommitted(staged *stagedChanges) error {
 	}
 	for part := range staged.changelogNext {
 		o := p.partitions[part]
-		o.bootstrap = false
+		if after, ok := staged.bootstrapAfter[part]; ok {
+			o.bootstrap, o.bootstrapAfter = after != nil, after
+		}
 		for key, st := range o.changed {
 			p.cache.Add(cacheKey{part, key}, st)
 		}
@@ -152,6 +153,9 @@ type stagedChanges struct {
 	// after each partition's last one.
 	changelog     []changelogRecord
 	changelogNext map[int32]int64
+	// bootstrapAfter is where the next chunk of a bootstrap begins, per
+	// partition that wrote one (nil: it wrote the last).
+	bootstrapAfter map[int32][]byte
 	// eventsLast is the offset of the last record on each partition of
 	// the events topic, and mispredicted says a record did not get the
 	// offset its outcome named (see eventOffsets).
@@ -208,7 +212,8 @@ type pendingOutcome struct {
 // cost a tenth of the processor's CPU); transact drops all state unless the
 // transaction commits.
 func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (*stagedChanges, error) {
-	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{}, eventsLast: map[int32]int64{}}
+	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{},
+		bootstrapAfter: map[int32][]byte{}, eventsLast: map[int32]int64{}}
 	outcomes := make([]*pendingOutcome, 0, len(records))
 	var (
 		produceMu  sync.Mutex
@@ -429,29 +434,42 @@ func (p *Processor) eventOffsets(records []*kgo.Record) map[int32]int64 {
 const keyedExpiryPerTransaction = 1000
 
 // produceStateChangelog hands produce the changelog records of the
-// transaction, per partition it decided commands of: the whole state of
-// a partition being bootstrapped; the new state of every aggregate it
+// transaction, per partition it decided commands of: a chunk of the state
+// of a partition being bootstrapped; the new state of every aggregate it
 // changed; tombstones for keyed outcomes past the window; and the
 // marker. The records it changes the store with once the transaction
 // commits are kept in staged.
 func (p *Processor) produceStateChangelog(records []*kgo.Record, staged *stagedChanges, now time.Time, produce func(changelogRecord)) error {
 	for _, part := range partitionsOf(records) {
 		o := p.partitions[part]
-		if o.bootstrap {
-			// Already in the store: only the changelog lacks them.
-			write := func(kind byte) func(string, []byte) error {
-				return func(key string, value []byte) error {
-					produce(changelogRecord{partition: part, key: changelogKey(kind, key), value: bytes.Clone(value)})
-					return nil
-				}
-			}
-			if err := errors.Join(p.store.eachAggregate(part, write(kindAggregate)), p.store.eachKeyed(part, write(kindKeyed))); err != nil {
-				return err
-			}
-		}
 		stage := func(r changelogRecord) {
 			staged.changelog = append(staged.changelog, r)
 			produce(r)
+		}
+		if o.bootstrap {
+			// Already in the store: only the changelog lacks them. A
+			// chunk goes before the aggregates the transaction changed,
+			// so that their newer states are the ones compaction keeps.
+			first := o.bootstrapAfter == nil
+			var records []changelogRecord
+			after, err := p.store.chunk(part, o.bootstrapAfter, p.cfg.bootstrapChunk, func(kind byte, key string, value []byte) {
+				records = append(records, changelogRecord{partition: part, key: changelogKey(kind, key), value: value})
+			})
+			if err != nil {
+				return err
+			}
+			// One chunk is the whole bootstrap, written as before chunks
+			// existed; several say when they begin and end.
+			if first && after != nil {
+				stage(changelogRecord{partition: part, key: []byte(changelogSeeding), value: []byte(seedingBegun)})
+			}
+			for _, r := range records {
+				produce(r)
+			}
+			if !first && after == nil {
+				stage(changelogRecord{partition: part, key: []byte(changelogSeeding), value: []byte(seedingEnded)})
+			}
+			staged.bootstrapAfter[part] = after
 		}
 		for key, st := range o.changed {
 			stage(changelogRecord{partition: part, key: changelogKey(kindAggregate, key), value: aggregate.MarshalState(nil, st), created: o.created[key]})

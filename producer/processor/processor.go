@@ -152,7 +152,15 @@ type Config struct {
 	// transactionalIDPerProcess says the TransactionalID is the default
 	// one of a process, which a restart does not keep.
 	transactionalIDPerProcess bool
+	// bootstrapChunk bounds the records of a bootstrap one transaction
+	// writes. Default defaultBootstrapChunk; tests make it small.
+	bootstrapChunk int
 }
+
+// defaultBootstrapChunk keeps a transaction that writes a chunk of a
+// bootstrap well within its timeout: the changelog takes a few hundred
+// thousand records a second here.
+const defaultBootstrapChunk = 20000
 
 func (c *Config) setDefaults() {
 	if c.Group == "" {
@@ -194,6 +202,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StateCacheBytes == 0 {
 		c.StateCacheBytes = 16 << 20
+	}
+	if c.bootstrapChunk == 0 {
+		c.bootstrapChunk = defaultBootstrapChunk
 	}
 	if c.StateCacheAggregates == 0 {
 		c.StateCacheAggregates = 10000

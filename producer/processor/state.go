@@ -35,8 +35,10 @@ type owned struct {
 	changed map[string]aggregate.State
 	created map[string]bool
 	// bootstrap says the changelog lacks the partition's state; the next
-	// transaction writes all of it.
-	bootstrap bool
+	// transactions write it, a chunk each, from the store key after
+	// bootstrapAfter (nil: from the first).
+	bootstrap      bool
+	bootstrapAfter []byte
 	// eventsNext is the offset the next record of this processor on the
 	// partition of the events topic will get, once a transaction of this
 	// processor committed there (0 until then): the partition's commands
@@ -188,7 +190,7 @@ func (p *Processor) restore(ctx context.Context, parts []int32) (map[int32]*owne
 	// (or its first transaction aborted): its state is in the events.
 	var bootstrap []int32
 	for _, part := range parts {
-		if !restored[part].cp.Seeded {
+		if cp := restored[part].cp; !cp.Seeded || cp.Seeding {
 			bootstrap = append(bootstrap, part)
 		}
 	}
@@ -317,6 +319,16 @@ func (p *Processor) readChangelog(ctx context.Context, from, ends map[int32]int6
 // keeps (a transaction of tombstones only could otherwise vanish whole).
 const changelogMarker = "m"
 
+// A bootstrap too large for one transaction is written in chunks, one per
+// transaction; its first writes a changelogSeeding record seedingBegun,
+// its last one seedingEnded. Until then, the changelog holds part of the
+// state only, and a restore rebuilds the partition from the events again.
+const (
+	changelogSeeding = "s"
+	seedingBegun     = "begun"
+	seedingEnded     = "ended"
+)
+
 // applyChangelog applies one changelog record to the store and counts it
 // in the checkpoint.
 func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte) error {
@@ -350,14 +362,17 @@ func applyChangelog(b *storeBatch, part int32, cp *checkpoint, key, value []byte
 		return err
 	case changelogMarker[0]:
 		return nil
+	case changelogSeeding[0]:
+		cp.Seeding = string(value) == seedingBegun
+		return nil
 	}
 	return fmt.Errorf("changelog partition %d: unknown record kind %q", part, key[0])
 }
 
-// bootstrap rebuilds partitions whose changelog holds no committed record
-// from the events topic into the store, marks them for the next
-// transaction to write their whole state, and returns the events
-// replayed.
+// bootstrap rebuilds partitions whose changelog holds no committed record,
+// or a bootstrap that did not end, from the events topic into the store,
+// marks them for the next transactions to write their whole state, and
+// returns the events replayed.
 func (p *Processor) bootstrap(ctx context.Context, parts []int32, restored map[int32]*owned) (int, error) {
 	replayed, events, err := Rebuild(ctx, p.cfg.Kafka, p.cfg.Topics.Events, parts, time.Now().Add(-p.cfg.IdempotencyWindow), p.log)
 	if err != nil {

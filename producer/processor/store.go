@@ -187,7 +187,9 @@ type checkpoint struct {
 	Aggregates, Keyed int64
 	// Seeded says the changelog held a committed record of the
 	// partition: its state is the changelog's, not yet the events'.
-	Seeded bool
+	// Seeding says part of it only: a bootstrap written in chunks began
+	// and has not ended.
+	Seeded, Seeding bool
 }
 
 func (s *store) checkpoint(part int32) (checkpoint, error) {
@@ -202,7 +204,8 @@ func (s *store) checkpoint(part int32) (checkpoint, error) {
 		Next:       int64(binary.BigEndian.Uint64(v)),
 		Aggregates: int64(binary.BigEndian.Uint64(v[8:])),
 		Keyed:      int64(binary.BigEndian.Uint64(v[16:])),
-		Seeded:     v[24] == 1,
+		Seeded:     v[24] >= 1,
+		Seeding:    v[24] == 2,
 	}, nil
 }
 
@@ -234,41 +237,54 @@ func (s *store) forChangelog(id [16]byte, log *slog.Logger) error {
 // countAggregates counts the aggregates of a partition.
 func (s *store) countAggregates(part int32) (n int64, err error) {
 	lower, upper := partitionBounds(kindAggregate, part)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return 0, fmt.Errorf("state store: %w", err)
-	}
-	defer func() { err = errors.Join(err, it.Close()) }()
-	for it.First(); it.Valid(); it.Next() {
-		n++
-	}
-	return n, it.Error()
+	_, err = s.eachBetween(lower, upper, func(_, _ []byte) bool { n++; return true })
+	return n, err
 }
 
-// eachAggregate calls fn with every aggregate of a partition, in the form
-// the changelog keeps.
-func (s *store) eachAggregate(part int32, fn func(key string, value []byte) error) error {
-	return s.each(kindAggregate, part, fn)
-}
-
-// eachKeyed calls fn with every keyed outcome of a partition.
-func (s *store) eachKeyed(part int32, fn func(commandID string, value []byte) error) error {
-	return s.each(kindKeyed, part, fn)
-}
-
-func (s *store) each(kind byte, part int32, fn func(key string, value []byte) error) (err error) {
-	lower, upper := partitionBounds(kind, part)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-	if err != nil {
-		return fmt.Errorf("state store: %w", err)
-	}
-	defer func() { err = errors.Join(err, it.Close()) }()
-	for it.First(); it.Valid(); it.Next() {
-		if err := fn(string(it.Key()[5:]), it.Value()); err != nil {
-			return err
+// chunk calls fn with up to limit entries of a partition's state, its
+// aggregates and then its keyed outcomes, in the form the changelog keeps,
+// from the first after the store key after (nil: from the first of all).
+// It returns the store key of the last entry it passed if more may
+// follow, nil once none is left.
+func (s *store) chunk(part int32, after []byte, limit int, fn func(kind byte, key string, value []byte)) (last []byte, err error) {
+	n := 0
+	for _, kind := range []byte{kindAggregate, kindKeyed} {
+		lower, upper := partitionBounds(kind, part)
+		if after != nil && bytes.Compare(after, upper) >= 0 {
+			continue
+		}
+		if after != nil && bytes.Compare(after, lower) >= 0 {
+			lower = append(bytes.Clone(after), 0)
+		}
+		more, err := s.eachBetween(lower, upper, func(key, value []byte) bool {
+			if n == limit {
+				return false
+			}
+			fn(kind, string(key[5:]), bytes.Clone(value))
+			last, n = bytes.Clone(key), n+1
+			return true
+		})
+		if err != nil || more {
+			return last, err
 		}
 	}
-	return it.Error()
+	return nil, nil
+}
+
+// eachBetween calls fn with the entries from lower to upper until fn
+// returns false, and reports whether it did.
+func (s *store) eachBetween(lower, upper []byte, fn func(key, value []byte) bool) (stopped bool, err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return false, fmt.Errorf("state store: %w", err)
+	}
+	defer func() { err = errors.Join(err, it.Close()) }()
+	for it.First(); it.Valid(); it.Next() {
+		if !fn(it.Key(), it.Value()) {
+			return true, nil
+		}
+	}
+	return false, it.Error()
 }
 
 // expiredKeyed lists up to limit keyed outcomes of a partition decided
@@ -374,7 +390,10 @@ func (b *storeBatch) setCheckpoint(part int32, cp checkpoint) error {
 	v = binary.BigEndian.AppendUint64(v, uint64(cp.Aggregates))
 	v = binary.BigEndian.AppendUint64(v, uint64(cp.Keyed))
 	seeded := byte(0)
-	if cp.Seeded {
+	switch {
+	case cp.Seeded && cp.Seeding:
+		seeded = 2
+	case cp.Seeded:
 		seeded = 1
 	}
 	v = append(v, seeded)
