@@ -450,23 +450,19 @@ func (p *Processor) produceStateChangelog(records []*kgo.Record, staged *stagedC
 			// Already in the store: only the changelog lacks them. A
 			// chunk goes before the aggregates the transaction changed,
 			// so that their newer states are the ones compaction keeps.
-			first := o.bootstrapAfter == nil
-			var records []changelogRecord
 			after, err := p.store.chunk(part, o.bootstrapAfter, p.cfg.bootstrapChunk, func(kind byte, key string, value []byte) {
-				records = append(records, changelogRecord{partition: part, key: changelogKey(kind, key), value: value})
+				produce(changelogRecord{partition: part, key: changelogKey(kind, key), value: value})
 			})
 			if err != nil {
 				return err
 			}
 			// One chunk is the whole bootstrap, written as before chunks
-			// existed; several say when they begin and end.
-			if first && after != nil {
+			// existed; several say when they begin and end (the chunk and
+			// the record commit together, so their order does not matter).
+			switch first := o.bootstrapAfter == nil; {
+			case first && after != nil:
 				stage(changelogRecord{partition: part, key: []byte(changelogSeeding), value: []byte(seedingBegun)})
-			}
-			for _, r := range records {
-				produce(r)
-			}
-			if !first && after == nil {
+			case !first && after == nil:
 				stage(changelogRecord{partition: part, key: []byte(changelogSeeding), value: []byte(seedingEnded)})
 			}
 			staged.bootstrapAfter[part] = after
