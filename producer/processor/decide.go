@@ -260,23 +260,6 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			out.outcome.Rejection = &schemas.Rejection{Code: aggregate.CodeUndecodableCommand, Detail: decodeErr.Error()}
 			continue
 		}
-		out.outcome.IdempotencyKey = env.IdempotencyKey
-		if env.IdempotencyKey != "" {
-			original, ok, err := p.decided(staged, r.Partition, env.ID, now)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				// A retry: repeat the original outcome, decide nothing.
-				out.outcome = original
-				out.outcome.CommandPosition = kafka.Position(r)
-				out.outcome.DuplicateOf = &original.CommandPosition
-				staged.duplicates++
-				continue
-			}
-			// Filled in as the command is decided and its events produced.
-			staged.keyed[keyedCommand{r.Partition, env.ID}] = &out.outcome
-		}
 		part, ok := p.partitions[r.Partition]
 		if !ok {
 			return nil, fmt.Errorf("no state for partition %d: it was not restored", r.Partition)
@@ -289,6 +272,26 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		st, err := p.aggregate(part, r.Partition, key)
 		if err != nil {
 			return nil, err
+		}
+		out.outcome.IdempotencyKey = env.IdempotencyKey
+		if env.IdempotencyKey != "" {
+			original, ok, err := p.decided(staged, r.Partition, env.ID, now)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				// A retry: repeat the original outcome, decide nothing.
+				// Like a rejection, its outcome carries the version the
+				// aggregate is at.
+				out.outcome = original
+				out.outcome.CommandPosition = kafka.Position(r)
+				out.outcome.DuplicateOf = &original.CommandPosition
+				out.version = st.Version
+				staged.duplicates++
+				continue
+			}
+			// Filled in as the command is decided and its events produced.
+			staged.keyed[keyedCommand{r.Partition, env.ID}] = &out.outcome
 		}
 		var events []any
 		rejection := versionConflict(env, st.Version)

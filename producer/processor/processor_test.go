@@ -743,8 +743,14 @@ func (c *cluster) verify(t *testing.T) {
 				t.Errorf("command %s was written twice without an idempotency key", id)
 			}
 			for _, d := range byPosition[cmd.position] {
-				if d.outcome.DuplicateOf == nil {
+				switch {
+				case d.outcome.DuplicateOf == nil:
 					t.Errorf("retry of keyed command %s at %s was decided again", id, cmd.position)
+				case d.env.AggregateVersion != wantVersion[cmd.env.AggregateID]:
+					// A retry decides nothing: like a rejection, it
+					// carries the version the aggregate is at.
+					t.Errorf("retry of keyed command %s at %s carries version %d, want %s's %d",
+						id, cmd.position, d.env.AggregateVersion, cmd.env.AggregateID, wantVersion[cmd.env.AggregateID])
 				}
 			}
 			continue
