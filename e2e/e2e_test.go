@@ -23,6 +23,7 @@ import (
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
 	"github.com/kappa-cqrs/kappa/producer/processor"
@@ -118,8 +119,11 @@ func newSystem(t *testing.T, conn kafka.Connection, pg postgres.Config, ch click
 		Postgres: pg, ClickHouse: ch, HTTPAddr: "127.0.0.1:0", Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}},
 		ClickHouseProjector: projector.Config{FlushInterval: flush}, PostgresProjector: projector.Config{FlushInterval: flush},
 		Processor: processor.Config{StateDir: t.TempDir()},
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
-		OnListen:  func(a net.Addr) { listening <- a },
+		// The tests read every outcome back as fast as they can; limits
+		// have their own tests (package api).
+		API:      api.Config{ReadRate: -1},
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
+		OnListen: func(a net.Addr) { listening <- a },
 	}
 	for _, c := range configure {
 		c(&cfg)

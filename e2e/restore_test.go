@@ -25,8 +25,7 @@ func TestProcessorsKilledWhileRestoringDecideOnce(t *testing.T) {
 	conn := kappatest.Kafka(t)
 	pg, ch := kappatest.Postgres(t), kappatest.ClickHouse(t)
 	bin := buildKappa(t)
-	// The check reads every cart and order at once.
-	sys := newSystem(t, conn, pg, ch, 3, 20*time.Millisecond, func(c *roles.Config) { c.API.ReadRate, c.API.ReadBurst = 1e6, 1e6 })
+	sys := newSystem(t, conn, pg, ch, 3, 20*time.Millisecond)
 	sys.stop("process")
 	sys.start("postgres", roles.ProjectPostgres)
 	sys.start("clickhouse", roles.ProjectClickHouse)
