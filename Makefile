@@ -62,7 +62,7 @@ loadtest-ci: stack build ## The short load profile CI runs, with the correctness
 
 BENCH_EVENTS ?= 500000
 .PHONY: bench
-bench: stack build ## Projections and ingest against their baselines, written to docs/BENCHMARKS.md.
+bench: stack build ## Projections, ingest and the processor against their baselines, written to docs/BENCHMARKS.md.
 	mkdir -p docs
 	$(STACK_ENV) && ./kappa bench --events $(BENCH_EVENTS) --doc docs/BENCHMARKS.md
 

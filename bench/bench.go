@@ -100,18 +100,22 @@ func events(cfg Config) []*kgo.Record {
 
 func eventsTopic(cfg Config) string { return cfg.Prefix + ".events" }
 
-// produceEvents writes the bench's events to its topic.
+// produceEvents writes the bench's events to their topic.
 func produceEvents(ctx context.Context, cfg Config) error {
+	return produceAll(ctx, cfg, events(cfg))
+}
+
+// produceAll writes records, which name their topics and partitions.
+func produceAll(ctx context.Context, cfg Config, records []*kgo.Record) error {
 	cl, err := cfg.kafka().NewClient(kgo.RecordPartitioner(kgo.ManualPartitioner()),
 		kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	records := events(cfg)
 	for i := 0; i < len(records); i += 10000 {
 		if err := cl.ProduceSync(ctx, records[i:min(i+10000, len(records))]...).FirstErr(); err != nil {
-			return fmt.Errorf("produce bench events: %w", err)
+			return fmt.Errorf("produce to %s: %w", records[i].Topic, err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/kappa-cqrs/kappa/kafka"
+	"github.com/kappa-cqrs/kappa/schemas"
 )
 
 // The bench's events look like the processors' output: each cart's
@@ -40,5 +41,30 @@ func TestMarkdownStatesRatiosAgainstTargets(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
 		}
+	}
+}
+
+// The bench's commands are what ingest writes: valid commands, each
+// aggregate on one partition, so the processor accepts every one.
+func TestCommandsAreValidAndKeyedByAggregate(t *testing.T) {
+	cfg := Config{Events: 5000, Partitions: 4, Prefix: "b"}
+	partition := map[string]int32{}
+	kinds := map[string]int{}
+	for _, r := range commands(cfg) {
+		env, err := kafka.Envelope(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := schemas.DecodeCommand(env); err != nil {
+			t.Fatalf("command %s: %v", env.ID, err)
+		}
+		if p, ok := partition[env.AggregateID]; ok && p != r.Partition {
+			t.Fatalf("%s on partitions %d and %d", env.AggregateID, p, r.Partition)
+		}
+		partition[env.AggregateID] = r.Partition
+		kinds[env.Type]++
+	}
+	if kinds[schemas.AddProductToCart] == 0 || kinds[schemas.PublishArticle] == 0 {
+		t.Errorf("command kinds %v, want both adds and publishes", kinds)
 	}
 }

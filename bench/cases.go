@@ -1,7 +1,8 @@
 package bench
 
-// This file holds every bench case side by side, so that a case and its
-// baseline read together; it is longer than the usual 400 lines for that.
+// This file holds the projection and ingest cases side by side, so that a
+// case and its baseline read together; it is longer than the usual 400
+// lines for that. The processor's two cases are in processor.go.
 
 import (
 	"bytes"
@@ -25,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/kappa-cqrs/kappa/api"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/ingest"
 	"github.com/kappa-cqrs/kappa/projections/clickhouse"
@@ -35,7 +37,8 @@ import (
 )
 
 // Cases lists the cases in the order the orchestrator runs them.
-var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-engine", "clickhouse-kappa-embedded", "postgres-kappa", "postgres-bare", "ingest-kappa", "ingest-bare"}
+var Cases = []string{"clickhouse-kappa", "clickhouse-bare", "clickhouse-kafka-engine", "clickhouse-kappa-embedded", "postgres-kappa", "postgres-bare", "ingest-kappa", "ingest-bare",
+	"processor-kappa", "processor-bare"}
 
 // RunCase runs one case in this process and reports it with its peak RSS.
 func RunCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
@@ -110,6 +113,10 @@ func runCase(ctx context.Context, cfg Config, name string) (CaseResult, error) {
 		return ingestKappa(ctx, cfg, quiet)
 	case "ingest-bare":
 		return ingestBare(ctx, cfg)
+	case "processor-kappa":
+		return processorKappa(ctx, cfg, name, quiet)
+	case "processor-bare":
+		return processorBare(ctx, cfg, name)
 	}
 	return CaseResult{}, fmt.Errorf("unknown case %q; one of %v", name, Cases)
 }
@@ -135,24 +142,31 @@ func project(ctx context.Context, cfg Config, name string, sink projector.Sink, 
 	if err != nil {
 		return CaseResult{}, err
 	}
+	elapsed, err := runUntil(ctx, c.Run, func() bool { return c.AppliedRecords() >= int64(cfg.Events) })
+	if err != nil {
+		return CaseResult{}, fmt.Errorf("projection stopped: %w", err)
+	}
+	return CaseResult{Case: name, Rows: cfg.Events, Seconds: elapsed.Seconds()}, nil
+}
+
+// runUntil runs a role until done says it has done the case's work, then
+// stops it, and returns how long the work took.
+func runUntil(ctx context.Context, run func(context.Context) error, done func() bool) (time.Duration, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	for c.AppliedRecords() < int64(cfg.Events) {
+	stopped := make(chan error, 1)
+	go func() { stopped <- run(ctx) }()
+	for !done() {
 		select {
-		case err := <-done:
-			return CaseResult{}, fmt.Errorf("projection stopped: %w", err)
+		case err := <-stopped:
+			return 0, err
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
 	elapsed := time.Since(start)
 	cancel()
-	if err := <-done; err != nil {
-		return CaseResult{}, fmt.Errorf("projection stopped: %w", err)
-	}
-	return CaseResult{Case: name, Rows: cfg.Events, Seconds: elapsed.Seconds()}, nil
+	return elapsed, <-stopped
 }
 
 // consumeAll reads the bench topic from the start, in batches, until every
@@ -394,7 +408,10 @@ func commandBodies(n int) [][]byte {
 func ingestKappa(ctx context.Context, cfg Config, log *slog.Logger) (CaseResult, error) {
 	listening := make(chan net.Addr, 1)
 	rcfg := roles.Config{Kafka: cfg.kafka(), TopicPrefix: cfg.Prefix, CreateTopics: kafka.TopicConfig{Partitions: cfg.Partitions}, HTTPAddr: "127.0.0.1:0",
-		Auth:     roles.AuthConfig{Methods: []string{roles.AuthNone}},
+		Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}},
+		// The bench measures how fast ingest can go, not a credential's
+		// limit (10,000 commands a second by default).
+		API:      api.Config{CommandRate: -1},
 		Postgres: postgres.Config{URL: cfg.PostgresURL, Schema: cfg.PostgresSchema + "_ingest"}, Logger: log,
 		OnListen: func(a net.Addr) { listening <- a }}
 	ctx, cancel := context.WithCancel(ctx)

@@ -47,7 +47,7 @@ type cli struct {
 	DLQ       dlqCmd       `cmd:"" name:"dlq" help:"List, show, redrive and discard parked dead letters of a projection."`
 	APIKey    apiKeyCmd    `cmd:"" name:"apikey" help:"Create, list and revoke the API keys ingest accepts."`
 	Loadtest  loadtestCmd  `cmd:"" help:"Drive open-loop load through the HTTP API, measure latency and freshness, and check the stores."`
-	Bench     benchCmd     `cmd:"" help:"Measure the projections and ingest against their baselines (Kafka engine, bare inserts, bare upserts, bare producer)."`
+	Bench     benchCmd     `cmd:"" help:"Measure the projections, ingest and the processor against their baselines (Kafka engine, bare inserts, bare upserts, bare producer, bare transactional consume-produce)."`
 	BenchCase benchCaseCmd `cmd:"" name:"bench-case" hidden:"" help:"Run one bench case (used by kappa bench)."`
 }
 
@@ -55,10 +55,10 @@ type benchCmd struct {
 	kafkaFlags
 	postgresFlags
 	clickhouseFlags
-	Events   int      `default:"500000" help:"Events to project in each case."`
+	Events   int      `default:"500000" help:"Events to project, commands to send or decide, in each case."`
 	Doc      string   `help:"Write the results as Markdown to this file."`
 	Profiles string   `help:"Write a CPU and an allocation profile of each case into this directory (go tool pprof)." type:"path"`
-	Cases    []string `help:"Run only these cases (comma-separated); all by default." enum:"clickhouse-kappa,clickhouse-bare,clickhouse-kafka-engine,clickhouse-kappa-embedded,postgres-kappa,postgres-bare,ingest-kappa,ingest-bare"`
+	Cases    []string `help:"Run only these cases (comma-separated); all by default." enum:"clickhouse-kappa,clickhouse-bare,clickhouse-kafka-engine,clickhouse-kappa-embedded,postgres-kappa,postgres-bare,ingest-kappa,ingest-bare,processor-kappa,processor-bare"`
 }
 
 func (c *benchCmd) Run(ctx context.Context, _ roles.Config) error {
