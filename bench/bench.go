@@ -108,7 +108,7 @@ func produceEvents(ctx context.Context, cfg Config) error {
 // produceAll writes records, which name their topics and partitions.
 func produceAll(ctx context.Context, cfg Config, records []*kgo.Record) error {
 	cl, err := cfg.kafka().NewClient(kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond))
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond), kafka.Compression())
 	if err != nil {
 		return err
 	}
