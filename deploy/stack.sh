@@ -786,19 +786,17 @@ kafka_format() {
     { show_log_tail "$KAFKA_DIR/format.log"; die "kafka: StorageTool format failed"; }
 }
 
-# Kafka 4 enables transactions v2 (KIP-890) on new clusters. With franz-go
-# v1.22.2 the processors' transactional producer then now and then gets
-# OutOfOrderSequenceException ("expected sequence 0 for transactions v2"),
-# the transaction aborts and decisions stall for seconds (seen in the load
-# tests: freshness p99 of 6-7 s over 10 minutes, 67 errors in the broker
-# log); with transaction.version=1 none in the same load. Idempotent.
-kafka_pin_transaction_version() {
+# Kafka 4 enables transactions v2 (KIP-890 part 2) on new clusters; Kappa's
+# transactional clients speak version 1 on any cluster (kafka.TransactionsV1),
+# so the stack keeps Kafka's default, and the tests run where users do. A
+# stack an older version of this script pinned to 1 is set back. Idempotent.
+kafka_default_transaction_version() {
   if kafka_tool org.apache.kafka.tools.FeatureCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-      --command-config "$KAFKA_DIR/tools-client.properties" downgrade --feature transaction.version=1 \
+      --command-config "$KAFKA_DIR/tools-client.properties" upgrade --feature transaction.version=2 \
       </dev/null >>"$KAFKA_DIR/readiness.log" 2>&1; then
-    log "kafka: transaction.version pinned to 1"
+    log "kafka: transaction.version 2 (Kafka 4's default)"
   else
-    log "kafka: could not pin transaction.version to 1 (see $KAFKA_DIR/readiness.log); processors may stall now and then"
+    log "kafka: could not set transaction.version to 2 (see $KAFKA_DIR/readiness.log); tests run with the cluster's own"
   fi
 }
 
@@ -851,7 +849,7 @@ kafka_up() {
     wait_ready kafka "$KAFKA_TIMEOUT" kafka_check_ready "$KAFKA_LOG" "$KAFKA_STDOUT" "$KAFKA_DIR/readiness.log"
     pid=$(listener_pid "$KAFKA_PORT" || true)
     [ -z "$pid" ] || echo "$pid" >"$KAFKA_PID"
-    kafka_pin_transaction_version
+    kafka_default_transaction_version
   fi
   kafka_scram_users
   log "kafka: 127.0.0.1:$KAFKA_PORT, SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT ($(ls "$KAFKA_LIBS"/kafka_2.13-*.jar | sed 's/.*kafka_2.13-\(.*\)\.jar/Kafka \1/'))"
