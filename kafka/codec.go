@@ -23,9 +23,20 @@ func Compression() kgo.Opt {
 // (schemas.KeyOf: its id, prefixed by its tenant outside the default one),
 // value = payload, metadata in headers.
 func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {
-	headers := make([]kgo.RecordHeader, 0, 12)
+	// The record and room for its headers in one allocation: the
+	// processor makes two records per command.
+	r := &recordWithHeaders{}
+	headers := r.room[:0]
 	env.EachHeader(func(k string, v []byte) { headers = append(headers, kgo.RecordHeader{Key: k, Value: v}) })
-	return &kgo.Record{Topic: topic, Partition: partition, Key: []byte(schemas.KeyOf(env)), Value: env.Data, Headers: headers}
+	r.Record = kgo.Record{Topic: topic, Partition: partition, Key: []byte(schemas.KeyOf(env)), Value: env.Data, Headers: headers}
+	return &r.Record
+}
+
+// recordWithHeaders holds a record and the headers of an envelope (at
+// most 13: the required ones and every optional one).
+type recordWithHeaders struct {
+	kgo.Record
+	room [13]kgo.RecordHeader
 }
 
 // Envelope parses a Kafka record's envelope and checks that its key is the

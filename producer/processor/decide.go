@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/segmentio/encoding/json"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -200,6 +198,15 @@ func (p *Processor) decided(staged *stagedChanges, partition int32, commandID st
 	return k.Outcome, true, nil
 }
 
+// producedEvent is a record written to the events topic in a
+// transaction: where the prediction put it, and the position in an
+// outcome that names it, if one does.
+type producedEvent struct {
+	record    *kgo.Record
+	ref       *schemas.Position
+	predicted int64
+}
+
 type pendingOutcome struct {
 	record  *kgo.Record
 	outcome schemas.Outcome
@@ -218,31 +225,43 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	var (
 		produceMu  sync.Mutex
 		produceErr error
+		produced   []producedEvent
 	)
 	predicted := p.eventOffsets(records)
-	// produceEvent writes a record to the events topic; position, if not
-	// nil, is where the outcome says it is: predicted, it is checked, else
-	// it is filled in.
-	produceEvent := func(rec *kgo.Record, position *schemas.Position) {
-		if predicted != nil {
-			*position = schemas.Position{Partition: rec.Partition, Offset: predicted[rec.Partition]}
-			predicted[rec.Partition]++
+	// One promise for every record of the events topic, and one for the
+	// changelog's: a promise per record was an allocation per record.
+	onEvent := func(rec *kgo.Record, err error) {
+		produceMu.Lock()
+		defer produceMu.Unlock()
+		if err != nil {
+			produceErr = errors.Join(produceErr, err)
+			return
 		}
-		sess.Produce(ctx, rec, func(rec *kgo.Record, err error) {
-			produceMu.Lock()
-			defer produceMu.Unlock()
-			if err != nil {
-				produceErr = errors.Join(produceErr, err)
-				return
+		staged.eventsLast[rec.Partition] = max(staged.eventsLast[rec.Partition], rec.Offset)
+	}
+	onChangelog := func(rec *kgo.Record, err error) {
+		produceMu.Lock()
+		defer produceMu.Unlock()
+		if err != nil {
+			produceErr = errors.Join(produceErr, err)
+			return
+		}
+		staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
+	}
+	// produceEvent writes a record to the events topic; ref, if not nil,
+	// is where an outcome says it is: predicted, it is checked once the
+	// records are written, else it is filled in then.
+	produceEvent := func(rec *kgo.Record, ref *schemas.Position) {
+		e := producedEvent{record: rec, ref: ref}
+		if predicted != nil {
+			e.predicted = predicted[rec.Partition]
+			predicted[rec.Partition]++
+			if ref != nil {
+				*ref = schemas.Position{Partition: rec.Partition, Offset: e.predicted}
 			}
-			staged.eventsLast[rec.Partition] = max(staged.eventsLast[rec.Partition], rec.Offset)
-			switch {
-			case predicted == nil:
-				*position = schemas.Position{Partition: rec.Partition, Offset: rec.Offset}
-			case position.Offset != rec.Offset:
-				staged.mispredicted = true
-			}
-		})
+		}
+		produced = append(produced, e)
+		sess.Produce(ctx, rec, onEvent)
 	}
 	now := time.Now().UTC()
 	for _, r := range records {
@@ -311,7 +330,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		for i, e := range events {
 			aggregate.Apply(&st, e)
 			ev := schemas.Envelope{
-				ID:               uuid.NewSHA1(eventIDSpace, []byte(env.ID+"/"+strconv.Itoa(i))).String(),
+				ID:               eventID(env.ID, i),
 				Type:             schemas.TypeOf(e),
 				Source:           p.cfg.Source,
 				Time:             now,
@@ -340,16 +359,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	// The state goes with the events, so that the changelog's partition
 	// joins the transaction with theirs, in one request.
 	produceChangelog := func(r changelogRecord) {
-		sess.Produce(ctx, &kgo.Record{Topic: p.cfg.Topics.State, Partition: r.partition, Key: r.key, Value: r.value},
-			func(rec *kgo.Record, err error) {
-				produceMu.Lock()
-				defer produceMu.Unlock()
-				if err != nil {
-					produceErr = errors.Join(produceErr, err)
-					return
-				}
-				staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
-			})
+		sess.Produce(ctx, &kgo.Record{Topic: p.cfg.Topics.State, Partition: r.partition, Key: r.key, Value: r.value}, onChangelog)
 	}
 	if err := p.produceStateChangelog(records, staged, now, produceChangelog); err != nil {
 		return nil, err
@@ -364,6 +374,12 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		if produceErr != nil {
 			return nil, fmt.Errorf("produce events and state: %w", produceErr)
 		}
+		// Flush returns once every promise has run: the offsets are set.
+		for _, e := range produced {
+			if e.ref != nil {
+				*e.ref = kafka.Position(e.record)
+			}
+		}
 	}
 	for _, o := range outcomes {
 		data, err := json.Marshal(o.outcome)
@@ -373,7 +389,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		// The outcome goes where its command's aggregate is: the same key.
 		tenant, id := schemas.SplitAggregateKey(string(o.record.Key))
 		env := schemas.Envelope{
-			ID:               uuid.NewSHA1(eventIDSpace, []byte(o.outcome.CommandID+"/outcome/"+o.outcome.CommandPosition.String())).String(),
+			ID:               outcomeID(o.outcome.CommandID, o.outcome.CommandPosition),
 			Type:             schemas.OutcomeType,
 			Source:           p.cfg.Source,
 			Time:             now,
@@ -384,8 +400,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		var position schemas.Position // the outcome's own: it names nobody else's
-		produceEvent(kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), &position)
+		produceEvent(kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), nil) // no outcome names an outcome
 	}
 	if err := p.produceKeyedChangelog(staged, now, produceChangelog); err != nil {
 		return nil, err
@@ -395,6 +410,11 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	}
 	if produceErr != nil {
 		return nil, fmt.Errorf("produce outcomes and state: %w", produceErr)
+	}
+	if predicted != nil {
+		for _, e := range produced {
+			staged.mispredicted = staged.mispredicted || e.record.Offset != e.predicted
+		}
 	}
 	if staged.mispredicted {
 		return nil, errMispredicted

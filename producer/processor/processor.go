@@ -25,7 +25,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -33,10 +32,6 @@ import (
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
 )
-
-// eventIDSpace namespaces the deterministic ids of events and outcomes:
-// the same command always yields the same event ids.
-var eventIDSpace = uuid.MustParse("6f1c3a52-8d0e-4b8a-9a43-2f0b1c7e5d10")
 
 // slowTransaction is how long a transaction may take before it is logged.
 const slowTransaction = 300 * time.Millisecond
