@@ -23,12 +23,19 @@ func Compression() kgo.Opt {
 // (schemas.KeyOf: its id, prefixed by its tenant outside the default one),
 // value = payload, metadata in headers.
 func Record(topic string, partition int32, env schemas.Envelope) *kgo.Record {
+	return KeyedRecord(topic, partition, []byte(schemas.KeyOf(env)), env)
+}
+
+// KeyedRecord is Record with the key given: the bytes of schemas.KeyOf(env),
+// which the caller may already hold (the processor, in its command's
+// record) and which the record shares.
+func KeyedRecord(topic string, partition int32, key []byte, env schemas.Envelope) *kgo.Record {
 	// The record and room for its headers in one allocation: the
 	// processor makes two records per command.
 	r := &recordWithHeaders{}
 	headers := r.room[:0]
 	env.EachHeader(func(k string, v []byte) { headers = append(headers, kgo.RecordHeader{Key: k, Value: v}) })
-	r.Record = kgo.Record{Topic: topic, Partition: partition, Key: []byte(schemas.KeyOf(env)), Value: env.Data, Headers: headers}
+	r.Record = kgo.Record{Topic: topic, Partition: partition, Key: key, Value: env.Data, Headers: headers}
 	return &r.Record
 }
 

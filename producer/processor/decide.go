@@ -182,7 +182,9 @@ func applyCommitted(b *storeBatch, r changelogRecord, cp *checkpoint) error {
 	if r.created {
 		cp.Aggregates++
 	}
-	return b.b.Set(storeKey(kindAggregate, r.partition, string(r.key[1:])), r.value, nil)
+	// Set copies the key: the batch's scratch buffer can hold the next.
+	b.scratch = appendStoreKey(b.scratch[:0], kindAggregate, r.partition, r.key[1:])
+	return b.b.Set(b.scratch, r.value, nil)
 }
 
 // decided returns the outcome of a command with an idempotency key decided
@@ -209,6 +211,7 @@ type producedEvent struct {
 
 type pendingOutcome struct {
 	record  *kgo.Record
+	key     string // the aggregate's: its record's key
 	outcome schemas.Outcome
 	version int64
 }
@@ -266,10 +269,17 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	now := time.Now().UTC()
 	for _, r := range records {
 		env, cmd, decodeErr := decodeCommand(r)
-		out := &pendingOutcome{record: r, outcome: schemas.Outcome{
+		// An aggregate is its tenant's: the same id in two tenants is two
+		// aggregates with their own state. A decoded command's record key
+		// is this key; KeyOf spares converting it for the default tenant.
+		key := schemas.KeyOf(env)
+		if decodeErr != nil {
+			key = string(r.Key)
+		}
+		out := &pendingOutcome{record: r, key: key, outcome: schemas.Outcome{
 			CommandID:       env.ID,
 			CommandType:     env.Type,
-			AggregateID:     string(r.Key),
+			AggregateID:     key,
 			CommandPosition: kafka.Position(r),
 		}}
 		outcomes = append(outcomes, out)
@@ -285,9 +295,6 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 		}
 		// A copy, stored back only once it has events: refusals of
 		// commands to unknown ids must not fill the store.
-		// An aggregate is its tenant's: the same id in two tenants is two
-		// aggregates with their own state.
-		key := schemas.KeyOf(env)
 		st, err := p.aggregate(part, r.Partition, key)
 		if err != nil {
 			return nil, err
@@ -347,7 +354,8 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			ev.Data = data
 			ref := &out.outcome.Events[i]
 			*ref = schemas.EventRef{ID: ev.ID, Type: ev.Type, AggregateVersion: ev.AggregateVersion}
-			produceEvent(kafka.Record(p.cfg.Topics.Events, r.Partition, ev), &ref.Position)
+			// The command's record key is its aggregate's (decodeCommand checked).
+			produceEvent(kafka.KeyedRecord(p.cfg.Topics.Events, r.Partition, r.Key, ev), &ref.Position)
 		}
 		aggregate.Retire(&st)
 		if _, changed := part.changed[key]; !changed && st.Version == int64(len(events)) {
@@ -387,7 +395,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			return nil, fmt.Errorf("encode outcome: %w", err)
 		}
 		// The outcome goes where its command's aggregate is: the same key.
-		tenant, id := schemas.SplitAggregateKey(string(o.record.Key))
+		tenant, id := schemas.SplitAggregateKey(o.key)
 		env := schemas.Envelope{
 			ID:               outcomeID(o.outcome.CommandID, o.outcome.CommandPosition),
 			Type:             schemas.OutcomeType,
@@ -400,7 +408,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		produceEvent(kafka.Record(p.cfg.Topics.Events, o.record.Partition, env), nil) // no outcome names an outcome
+		produceEvent(kafka.KeyedRecord(p.cfg.Topics.Events, o.record.Partition, o.record.Key, env), nil) // no outcome names an outcome
 	}
 	if err := p.produceKeyedChangelog(staged, now, produceChangelog); err != nil {
 		return nil, err

@@ -118,10 +118,13 @@ func (s *store) close() error {
 }
 
 func storeKey(kind byte, part int32, rest string) []byte {
-	k := make([]byte, 0, 5+len(rest))
-	k = append(k, kind)
-	k = binary.BigEndian.AppendUint32(k, uint32(part))
-	return append(k, rest...)
+	return appendStoreKey(make([]byte, 0, 5+len(rest)), kind, part, rest)
+}
+
+// appendStoreKey appends the store key of kind, part and rest to dst.
+func appendStoreKey[Rest string | []byte](dst []byte, kind byte, part int32, rest Rest) []byte {
+	dst = binary.BigEndian.AppendUint32(append(dst, kind), uint32(part))
+	return append(dst, rest...)
 }
 
 // partitionBounds are the first key of a partition and the first after it.
@@ -328,6 +331,8 @@ func (s *store) memoryBytes() int64 {
 type storeBatch struct {
 	b      *pebble.Batch
 	closed bool
+	// scratch holds a key being built; the batch copies what it is given.
+	scratch []byte
 }
 
 func (s *store) newBatch() *storeBatch { return &storeBatch{b: s.db.NewIndexedBatch()} }
