@@ -6,6 +6,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/schemas"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // The bench's events look like the processors' output: each cart's
@@ -13,20 +14,11 @@ import (
 func TestEventsAreLikeTheProcessors(t *testing.T) {
 	cfg := Config{Events: 5000, Partitions: 4, Prefix: "b"}
 	last := map[string]int64{}
-	partition := map[string]int32{}
-	for _, r := range events(cfg) {
-		env, err := kafka.Envelope(r)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, env := range envelopesOnePartitionEach(t, events(cfg)) {
 		if env.AggregateVersion != last[env.AggregateID]+1 {
 			t.Fatalf("%s: version %d after %d", env.AggregateID, env.AggregateVersion, last[env.AggregateID])
 		}
 		last[env.AggregateID] = env.AggregateVersion
-		if p, ok := partition[env.AggregateID]; ok && p != r.Partition {
-			t.Fatalf("%s on partitions %d and %d", env.AggregateID, p, r.Partition)
-		}
-		partition[env.AggregateID] = r.Partition
 	}
 }
 
@@ -48,23 +40,34 @@ func TestMarkdownStatesRatiosAgainstTargets(t *testing.T) {
 // aggregate on one partition, so the processor accepts every one.
 func TestCommandsAreValidAndKeyedByAggregate(t *testing.T) {
 	cfg := Config{Events: 5000, Partitions: 4, Prefix: "b"}
-	partition := map[string]int32{}
 	kinds := map[string]int{}
-	for _, r := range commands(cfg) {
-		env, err := kafka.Envelope(r)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, env := range envelopesOnePartitionEach(t, commands(cfg)) {
 		if _, err := schemas.DecodeCommand(env); err != nil {
 			t.Fatalf("command %s: %v", env.ID, err)
 		}
-		if p, ok := partition[env.AggregateID]; ok && p != r.Partition {
-			t.Fatalf("%s on partitions %d and %d", env.AggregateID, p, r.Partition)
-		}
-		partition[env.AggregateID] = r.Partition
 		kinds[env.Type]++
 	}
 	if kinds[schemas.AddProductToCart] == 0 || kinds[schemas.PublishArticle] == 0 {
 		t.Errorf("command kinds %v, want both adds and publishes", kinds)
 	}
+}
+
+// envelopesOnePartitionEach decodes the records' envelopes, in order, and
+// fails if an aggregate's records are on more than one partition.
+func envelopesOnePartitionEach(t *testing.T, records []*kgo.Record) []schemas.Envelope {
+	t.Helper()
+	partition := map[string]int32{}
+	envs := make([]schemas.Envelope, 0, len(records))
+	for _, r := range records {
+		env, err := kafka.Envelope(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, ok := partition[env.AggregateID]; ok && p != r.Partition {
+			t.Fatalf("%s on partitions %d and %d", env.AggregateID, p, r.Partition)
+		}
+		partition[env.AggregateID] = r.Partition
+		envs = append(envs, env)
+	}
+	return envs
 }

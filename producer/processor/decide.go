@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -155,10 +156,8 @@ type stagedChanges struct {
 	// partition that wrote one (nil: it wrote the last).
 	bootstrapAfter map[int32][]byte
 	// eventsLast is the offset of the last record on each partition of
-	// the events topic, and mispredicted says a record did not get the
-	// offset its outcome named (see eventOffsets).
-	eventsLast   map[int32]int64
-	mispredicted bool
+	// the events topic.
+	eventsLast map[int32]int64
 
 	accepted, rejected, duplicates int
 }
@@ -233,24 +232,23 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	predicted := p.eventOffsets(records)
 	// One promise for every record of the events topic, and one for the
 	// changelog's: a promise per record was an allocation per record.
-	onEvent := func(rec *kgo.Record, err error) {
-		produceMu.Lock()
-		defer produceMu.Unlock()
-		if err != nil {
-			produceErr = errors.Join(produceErr, err)
-			return
+	promise := func(written func(*kgo.Record)) func(*kgo.Record, error) {
+		return func(rec *kgo.Record, err error) {
+			produceMu.Lock()
+			defer produceMu.Unlock()
+			if err != nil {
+				produceErr = errors.Join(produceErr, err)
+				return
+			}
+			written(rec)
 		}
+	}
+	onEvent := promise(func(rec *kgo.Record) {
 		staged.eventsLast[rec.Partition] = max(staged.eventsLast[rec.Partition], rec.Offset)
-	}
-	onChangelog := func(rec *kgo.Record, err error) {
-		produceMu.Lock()
-		defer produceMu.Unlock()
-		if err != nil {
-			produceErr = errors.Join(produceErr, err)
-			return
-		}
+	})
+	onChangelog := promise(func(rec *kgo.Record) {
 		staged.changelogNext[rec.Partition] = max(staged.changelogNext[rec.Partition], rec.Offset+1)
-	}
+	})
 	// produceEvent writes a record to the events topic; ref, if not nil,
 	// is where an outcome says it is: predicted, it is checked once the
 	// records are written, else it is filled in then.
@@ -419,12 +417,9 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	if produceErr != nil {
 		return nil, fmt.Errorf("produce outcomes and state: %w", produceErr)
 	}
-	if predicted != nil {
-		for _, e := range produced {
-			staged.mispredicted = staged.mispredicted || e.record.Offset != e.predicted
-		}
-	}
-	if staged.mispredicted {
+	// With a prediction, every record must have the offset it was given,
+	// or an outcome names a position its event is not at.
+	if predicted != nil && slices.ContainsFunc(produced, func(e producedEvent) bool { return e.record.Offset != e.predicted }) {
 		return nil, errMispredicted
 	}
 	return staged, nil
