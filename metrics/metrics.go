@@ -198,7 +198,7 @@ func NewProcessor(reg prometheus.Registerer) *Processor {
 		keyed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_keyed_outcomes",
 			Help: "Outcomes of commands with idempotency keys remembered for their window."}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_state_memory_bytes",
-			Help: "Bytes the local state store holds in memory: block cache and memtables."}),
+			Help: "Bytes the local state store holds in memory: block cache, memtables and the filters of the aggregates it holds."}),
 	}
 	reg.MustRegister(m.commands, m.committed, m.aborted, m.txCommands, m.txSeconds, m.decision, m.restores, m.restored,
 		m.aggregates, m.inMemory, m.keyed, m.bytes)

@@ -58,7 +58,7 @@ type Held struct {
 	// transaction changed.
 	InMemory int
 	// MemoryBytes is what the local store holds in memory: its block
-	// cache and memtables.
+	// cache, memtables and filters of the aggregates it holds.
 	MemoryBytes int64
 }
 
@@ -252,6 +252,10 @@ type Processor struct {
 	// cache holds committed states of aggregates of restored partitions;
 	// a partition's entries go whenever it is restored.
 	cache *simplelru.LRU[cacheKey, aggregate.State]
+	// builds are the filters of aggregates being built from the store,
+	// which must end before it closes.
+	builds    sync.WaitGroup
+	buildsCtx context.Context
 
 	mu      sync.Mutex
 	revoked map[int32]bool // partitions to forget, set by rebalance callbacks
@@ -293,7 +297,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	if p.cache, err = simplelru.NewLRU[cacheKey, aggregate.State](p.cfg.StateCacheAggregates, nil); err != nil {
 		return err
 	}
+	var stopBuilds context.CancelFunc
+	p.buildsCtx, stopBuilds = context.WithCancel(ctx)
 	defer func() {
+		stopBuilds()
+		p.builds.Wait()
 		if err := st.close(); err != nil {
 			p.log.Error("close the state store", "err", err)
 		}

@@ -849,8 +849,11 @@ func (c *cluster) start(t *testing.T, name string, options ...func(*processor.Co
 		Group:           group,
 		TransactionalID: "processor-" + name,
 		StateDir:        c.stateDir,
-		Observer:        obs,
-		Logger:          logger(t, name),
+		// One aggregate in the cache: the tests' few aggregates are
+		// looked up in the store and its filter, as most are at scale.
+		StateCacheAggregates: 1,
+		Observer:             obs,
+		Logger:               logger(t, name),
 	}
 	for _, o := range options {
 		o(&cfg)

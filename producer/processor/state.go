@@ -45,10 +45,12 @@ type owned struct {
 	// are only this processor's, so only it writes there, and a commit's
 	// marker takes one offset.
 	eventsNext int64
+	// presence knows which aggregates the store certainly lacks.
+	presence *presence
 }
 
 func newOwned(cp checkpoint) *owned {
-	return &owned{cp: cp, changed: map[string]aggregate.State{}, created: map[string]bool{}}
+	return &owned{cp: cp, changed: map[string]aggregate.State{}, created: map[string]bool{}, presence: &presence{}}
 }
 
 // cacheKey names an aggregate in the cache.
@@ -68,6 +70,9 @@ func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State
 	}
 	if st, ok := p.cache.Get(cacheKey{part, key}); ok {
 		return st, nil
+	}
+	if !o.presence.mayHold(key) {
+		return aggregate.State{}, nil
 	}
 	st, err := p.store.aggregate(part, key)
 	if err == nil && st.Version > 0 {
@@ -111,6 +116,9 @@ func (p *Processor) restoreMissing(ctx context.Context, records []*kgo.Record) e
 		return err
 	}
 	maps.Copy(p.partitions, restored)
+	for part, o := range restored {
+		p.buildPresence(part, o)
+	}
 	if read >= restoreBatchRecords {
 		// A large restore leaves the heap at several times what deciding
 		// needs; hand it back now, not over the next minutes.
