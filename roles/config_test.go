@@ -27,10 +27,10 @@ func TestValidateJoinsEveryProblemOfEveryComponent(t *testing.T) {
 			c.PostgresProjector = projector.Config{MaxBlock: 2 * time.Minute}
 		}, []string{"the postgres projection", "MaxBlock 2m0s must stay below"}},
 		{"every problem at once", func(c *Config) {
-			c.Processor = processor.Config{TransactionInterval: 20 * time.Second, MaxBatchRecords: -1}
+			c.Processor = processor.Config{TransactionInterval: 20 * time.Second, MaxBatchRecords: -1, FetchMaxBytes: -1}
 			c.ClickHouseProjector = projector.Config{MaxBatchRecords: -5}
 			c.API.MaxWait = -time.Second
-		}, []string{"TransactionInterval 20s must be shorter than TransactionTimeout 10s", "processor: MaxBatchRecords",
+		}, []string{"TransactionInterval 20s must be shorter than TransactionTimeout 10s", "processor: MaxBatchRecords", "processor: FetchMaxBytes",
 			"the clickhouse projection: projector: MaxBatchRecords", "api: waits must not be negative"}},
 	}
 	for _, tt := range tests {

@@ -49,6 +49,7 @@ func componentDefaults() kong.Vars {
 		"transaction_interval":      duration(proc.TransactionInterval),
 		"state_cache_bytes":         strconv.FormatInt(proc.StateCacheBytes, 10),
 		"state_cache_aggregates":    strconv.Itoa(proc.StateCacheAggregates),
+		"fetch_max_bytes":           strconv.Itoa(int(proc.FetchMaxBytes)),
 		"clickhouse_flush_interval": duration(chProjector.FlushInterval),
 		"postgres_flush_interval":   duration(pgProjector.FlushInterval),
 		"max_batch_records":         strconv.Itoa(chProjector.MaxBatchRecords),
@@ -239,11 +240,13 @@ type processorFlags struct {
 	StateDir             string        `env:"KAPPA_STATE_DIR" type:"path" help:"Where a processor keeps its local store of aggregate state (a directory per instance inside it); keep it across restarts, and a restart reads only the changelog written since. Empty: $TMPDIR/kappa-state, as Kafka Streams' state.dir (kappa dev: <data-dir>/state)."`
 	StateCacheBytes      int64         `env:"KAPPA_STATE_CACHE_BYTES" default:"${state_cache_bytes}" help:"Bytes of memory the local store may cache blocks in."`
 	StateCacheAggregates int           `env:"KAPPA_STATE_CACHE_AGGREGATES" default:"${state_cache_aggregates}" help:"Aggregates a processor keeps decoded in memory in front of its store, the most recently used."`
+	FetchMaxBytes        int32         `env:"KAPPA_FETCH_MAX_BYTES" default:"${fetch_max_bytes}" help:"Most bytes of commands a processor fetches at once (Kafka's fetch.max.bytes); what it fetches is held decoded until decided, about 15 times its size, so this bounds its memory while it catches up on a backlog."`
 }
 
 func (f processorFlags) apply(c *roles.Config) {
 	c.Processor.TransactionInterval = f.TransactionInterval
 	c.Processor.StateDir, c.Processor.StateCacheBytes, c.Processor.StateCacheAggregates = f.StateDir, f.StateCacheBytes, f.StateCacheAggregates
+	c.Processor.FetchMaxBytes = f.FetchMaxBytes
 }
 
 type batchFlags struct {
