@@ -116,7 +116,7 @@ func (p *Processor) storeCommitted(staged *stagedChanges) error {
 			o.bootstrap, o.bootstrapAfter = after != nil, after
 		}
 		for key, st := range o.changed {
-			p.cache.Add(cacheKey{part, key}, st)
+			p.cache.put(cacheKey{part, key}, st)
 		}
 		o.presence.stored(o.created)
 		p.buildPresence(part, o)

@@ -25,12 +25,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kappa-cqrs/kappa/groupwatch"
 	"github.com/kappa-cqrs/kappa/kafka"
-	"github.com/kappa-cqrs/kappa/producer/aggregate"
 )
 
 // slowTransaction is how long a transaction may take before it is logged.
@@ -265,7 +263,7 @@ type Processor struct {
 	store      *store
 	// cache holds committed states of aggregates of restored partitions;
 	// a partition's entries go whenever it is restored.
-	cache *simplelru.LRU[cacheKey, aggregate.State]
+	cache *stateCache
 	// builds are the filters of aggregates being built from the store,
 	// which must end before it closes.
 	builds    sync.WaitGroup
@@ -308,9 +306,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	}
 	p.log.Info("state store opened", "dir", st.dir)
 	p.store = st
-	if p.cache, err = simplelru.NewLRU[cacheKey, aggregate.State](p.cfg.StateCacheAggregates, nil); err != nil {
-		return err
-	}
+	p.cache = newStateCache(p.cfg.StateCacheAggregates)
 	var stopBuilds context.CancelFunc
 	p.buildsCtx, stopBuilds = context.WithCancel(ctx)
 	defer func() {

@@ -849,9 +849,9 @@ func (c *cluster) start(t *testing.T, name string, options ...func(*processor.Co
 		Group:           group,
 		TransactionalID: "processor-" + name,
 		StateDir:        c.stateDir,
-		// One aggregate in the cache: the tests' few aggregates are
+		// Two aggregates in the cache: the tests' few aggregates are
 		// looked up in the store and its filter, as most are at scale.
-		StateCacheAggregates: 1,
+		StateCacheAggregates: 2,
 		Observer:             obs,
 		Logger:               logger(t, name),
 	}

@@ -53,12 +53,6 @@ func newOwned(cp checkpoint) *owned {
 	return &owned{cp: cp, changed: map[string]aggregate.State{}, created: map[string]bool{}, presence: &presence{}}
 }
 
-// cacheKey names an aggregate in the cache.
-type cacheKey struct {
-	partition int32
-	key       string
-}
-
 // aggregate returns an aggregate's current state: as the open transaction
 // left it, else as the cache or the store holds it. Decisions change a
 // cart's lines in place, so a cached state may hold changes of a
@@ -68,7 +62,7 @@ func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State
 	if st, ok := o.changed[key]; ok {
 		return st, nil
 	}
-	if st, ok := p.cache.Get(cacheKey{part, key}); ok {
+	if st, ok := p.cache.get(cacheKey{part, key}); ok {
 		return st, nil
 	}
 	if !o.presence.mayHold(key) {
@@ -76,7 +70,7 @@ func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State
 	}
 	st, err := p.store.aggregate(part, key)
 	if err == nil && st.Version > 0 {
-		p.cache.Add(cacheKey{part, key}, st)
+		p.cache.put(cacheKey{part, key}, st)
 	}
 	return st, err
 }
@@ -87,11 +81,7 @@ func (p *Processor) uncache(parts []int32) {
 	for _, part := range parts {
 		drop[part] = true
 	}
-	for _, k := range p.cache.Keys() {
-		if drop[k.partition] {
-			p.cache.Remove(k)
-		}
-	}
+	p.cache.drop(drop)
 }
 
 // restoreMissing restores the state of every partition in records that

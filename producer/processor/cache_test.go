@@ -1,0 +1,53 @@
+package processor
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/kappa-cqrs/kappa/producer/aggregate"
+)
+
+// TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound: the cache never
+// holds more aggregates than its bound, keeps one that is used while
+// others come and go, always returns an aggregate's last state, and
+// forgets the partitions it is told to.
+func TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound(t *testing.T) {
+	const bound = 100
+	c := newStateCache(bound)
+	hot := cacheKey{0, "cart-hot"}
+	c.put(hot, aggregate.State{Version: 1})
+	for i := range 1000 {
+		k := cacheKey{int32(i % 3), fmt.Sprintf("cart-%d", i)}
+		c.put(k, aggregate.State{Version: 1})
+		if i%10 == 0 {
+			st, ok := c.get(hot)
+			if !ok {
+				t.Fatalf("after %d others, the aggregate used every 10th was dropped", i+1)
+			}
+			c.put(hot, aggregate.State{Version: st.Version + 1})
+		}
+		if n := c.len(); n > bound {
+			t.Fatalf("after %d aggregates the cache holds %d, over its bound of %d", i+1, n, bound)
+		}
+	}
+	if st, _ := c.get(hot); st.Version != 101 {
+		t.Fatalf("the hot aggregate is at version %d, want its last state, 101", st.Version)
+	}
+	if _, ok := c.get(cacheKey{1, "cart-1"}); ok {
+		t.Fatal("the cache still holds an aggregate 999 others came after")
+	}
+	if _, ok := c.get(cacheKey{int32(999 % 3), "cart-999"}); !ok {
+		t.Fatal("the cache dropped the aggregate used last")
+	}
+	c.drop(map[int32]bool{0: true})
+	for _, m := range []map[cacheKey]aggregate.State{c.recent, c.older} {
+		for k := range m {
+			if k.partition == 0 {
+				t.Fatalf("after dropping partition 0 the cache holds %v", k)
+			}
+		}
+	}
+	if c.len() == 0 {
+		t.Fatal("dropping partition 0 emptied the others")
+	}
+}
