@@ -42,8 +42,11 @@ func (c *stateCache) get(k cacheKey) (aggregate.State, bool) {
 
 // put keeps an aggregate's state as used now.
 func (c *stateCache) put(k cacheKey, st aggregate.State) {
-	if _, ok := c.recent[k]; !ok && len(c.recent) >= c.half {
-		c.older, c.recent = c.recent, make(map[cacheKey]aggregate.State, c.half)
+	// Until recent is full, one hash of the key is all a put costs.
+	if len(c.recent) >= c.half {
+		if _, ok := c.recent[k]; !ok {
+			c.older, c.recent = c.recent, make(map[cacheKey]aggregate.State, c.half)
+		}
 	}
 	c.recent[k] = st
 }
