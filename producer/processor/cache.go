@@ -51,17 +51,6 @@ func (c *stateCache) put(k cacheKey, st aggregate.State) {
 	c.recent[k] = st
 }
 
-// len counts the aggregates held, once each.
-func (c *stateCache) len() int {
-	n := len(c.recent)
-	for k := range c.older {
-		if _, ok := c.recent[k]; !ok {
-			n++
-		}
-	}
-	return n
-}
-
 // drop forgets the aggregates of the partitions.
 func (c *stateCache) drop(parts map[int32]bool) {
 	for _, m := range []map[cacheKey]aggregate.State{c.recent, c.older} {
