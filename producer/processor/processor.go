@@ -231,7 +231,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("processor: StateCacheBytes and StateCacheAggregates must not be negative"))
 	}
 	if c.FetchMaxBytes < 0 {
-		errs = append(errs, errors.New("processor: FetchMaxBytes must be positive"))
+		errs = append(errs, errors.New("processor: FetchMaxBytes must not be negative (0 takes the default, 2 MiB)"))
 	}
 	if c.MaxBatchRecords < 0 {
 		errs = append(errs, errors.New("processor: MaxBatchRecords must be positive"))
