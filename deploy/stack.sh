@@ -414,9 +414,21 @@ pg_up() {
     pg_write_config
     log "postgres: starting on 127.0.0.1:$PG_PORT (log: $PG_LOG)"
     touch "$PG_LOG" && chown "$PG_USER:" "$PG_LOG"
-    as_user "$PG_USER" setsid "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -s -w -t "$PG_TIMEOUT" start \
-      </dev/null >>"$PG_LOG" 2>&1 9>&- ||
-      { show_log_tail "$PG_LOG"; die "postgres: pg_ctl start failed"; }
+    local tries=0
+    until as_user "$PG_USER" setsid "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -s -w -t "$PG_TIMEOUT" start \
+      </dev/null >>"$PG_LOG" 2>&1 9>&-; do
+      tries=$((tries + 1))
+      # The port is in Linux's ephemeral range: a closed client connection
+      # that happened to use it holds it in TIME_WAIT for up to a minute,
+      # while nothing listens there.
+      if [ "$tries" -le 8 ] && tail -n 20 "$PG_LOG" | grep -q "Address already in use" && ! port_open "$PG_PORT"; then
+        log "postgres: port $PG_PORT is held by a closed connection (TIME_WAIT); trying again in 10s"
+        sleep 10
+        continue
+      fi
+      show_log_tail "$PG_LOG"
+      die "postgres: pg_ctl start failed"
+    done
     wait_ready postgres "$PG_TIMEOUT" pg_check_ready "$PG_LOG"
   fi
   pg_bootstrap_roles || die "postgres: could not create role/database kappa"
