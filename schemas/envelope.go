@@ -73,7 +73,14 @@ func (e Envelope) Headers() []Header {
 // one buffer: an envelope is encoded for each command, event and outcome,
 // so allocations here are paid on every record.
 func (e Envelope) EachHeader(fn func(key string, value []byte)) {
-	values := make([]byte, 0, len(e.ID)+len(e.Type)+len(e.Source)+len(e.AggregateID)+len(e.CommandID)+
+	e.AppendHeaders(nil, fn)
+}
+
+// AppendHeaders is EachHeader with the values in buf, reused from its
+// start, and returns the buffer for the next envelope. The values handed
+// to fn stay valid until then.
+func (e Envelope) AppendHeaders(buf []byte, fn func(key string, value []byte)) []byte {
+	values := slices.Grow(buf[:0], len(e.ID)+len(e.Type)+len(e.Source)+len(e.AggregateID)+len(e.CommandID)+
 		len(e.Tenant)+len(e.IdempotencyKey)+len(SpecVersion)+len(ContentTypeJSON)+len(time.RFC3339Nano)+2*20)
 	since := func(k string, start int) { fn(k, values[start:len(values):len(values)]) }
 	add := func(k, v string) {
@@ -110,6 +117,7 @@ func (e Envelope) EachHeader(fn func(key string, value []byte)) {
 		values = strconv.AppendInt(values, *e.ExpectedVersion, 10)
 		since(HeaderExpectedVersion, start)
 	}
+	return values
 }
 
 // requiredHeaders are the headers every envelope carries, in the order

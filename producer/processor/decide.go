@@ -59,7 +59,8 @@ func (p *Processor) transact(ctx context.Context, sess *kgo.GroupTransactSession
 	}
 	now := time.Now()
 	tx := Transaction{Accepted: staged.accepted, Rejected: staged.rejected, Duplicates: staged.duplicates,
-		Took: now.Sub(began), Decided: make([]time.Duration, len(records))}
+		Took: now.Sub(began), StoreReads: p.storeReads, Decided: make([]time.Duration, len(records))}
+	p.storeReads = 0
 	for i, r := range records {
 		tx.Decided[i] = now.Sub(r.Timestamp)
 	}
@@ -227,6 +228,9 @@ type pendingOutcome struct {
 func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSession, records []*kgo.Record) (*stagedChanges, error) {
 	staged := &stagedChanges{keyed: map[keyedCommand]*schemas.Outcome{}, changelogNext: map[int32]int64{},
 		bootstrapAfter: map[int32][]byte{}, eventsLast: map[int32]int64{}}
+	// A transaction that failed before its flush may have left its
+	// records with the producer.
+	p.records.Forget()
 	outcomes := make([]*pendingOutcome, 0, len(records))
 	var (
 		produceMu  sync.Mutex
@@ -357,7 +361,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			ref := &out.outcome.Events[i]
 			*ref = schemas.EventRef{ID: ev.ID, Type: ev.Type, AggregateVersion: ev.AggregateVersion}
 			// The command's record key is its aggregate's (decodeCommand checked).
-			produceEvent(kafka.KeyedRecord(p.cfg.Topics.Events, r.Partition, r.Key, ev), &ref.Position)
+			produceEvent(p.records.Keyed(p.cfg.Topics.Events, r.Partition, r.Key, ev), &ref.Position)
 		}
 		aggregate.Retire(&st)
 		if _, changed := part.changed[key]; !changed && st.Version == int64(len(events)) {
@@ -410,7 +414,7 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 			CommandID:        o.outcome.CommandID,
 			Data:             data,
 		}
-		produceEvent(kafka.KeyedRecord(p.cfg.Topics.Events, o.record.Partition, o.record.Key, env), nil) // no outcome names an outcome
+		produceEvent(p.records.Keyed(p.cfg.Topics.Events, o.record.Partition, o.record.Key, env), nil) // no outcome names an outcome
 	}
 	if err := p.produceKeyedChangelog(staged, now, produceChangelog); err != nil {
 		return nil, err
@@ -426,6 +430,8 @@ func (p *Processor) decideBatch(ctx context.Context, sess *kgo.GroupTransactSess
 	if predicted != nil && slices.ContainsFunc(produced, func(e producedEvent) bool { return e.record.Offset != e.predicted }) {
 		return nil, errMispredicted
 	}
+	// Flush returned with every promise run: the producer holds no record.
+	p.records.Recycle()
 	return staged, nil
 }
 

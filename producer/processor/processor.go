@@ -65,6 +65,9 @@ type Transaction struct {
 	Accepted, Rejected, Duplicates int
 	// Took is from its begin to its end.
 	Took time.Duration
+	// StoreReads counts the aggregates read from the local store since
+	// the transaction before, because the cache did not hold them.
+	StoreReads int
 	// Decided holds, per command, the time from its record's timestamp
 	// (when ingest wrote it) to the commit.
 	Decided []time.Duration
@@ -264,6 +267,12 @@ type Processor struct {
 	// cache holds committed states of aggregates of restored partitions;
 	// a partition's entries go whenever it is restored.
 	cache *stateCache
+	// records are those of the events topic, reused from one transaction
+	// to the next; only the Run goroutine touches them.
+	records kafka.Records
+	// storeReads counts reads of aggregates from the store until the next
+	// commit reports them.
+	storeReads int
 	// builds are the filters of aggregates being built from the store,
 	// which must end before it closes.
 	builds    sync.WaitGroup
