@@ -169,6 +169,7 @@ type Processor struct {
 	inMemory   prometheus.Gauge
 	keyed      prometheus.Gauge
 	bytes      prometheus.Gauge
+	storeReads prometheus.Counter
 }
 
 // NewProcessor registers the processors' metrics.
@@ -199,9 +200,11 @@ func NewProcessor(reg prometheus.Registerer) *Processor {
 			Help: "Outcomes of commands with idempotency keys remembered for their window."}),
 		bytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kappa_processor_state_memory_bytes",
 			Help: "Bytes the local state store holds in memory: block cache, memtables and the filters of the aggregates it holds."}),
+		storeReads: prometheus.NewCounter(prometheus.CounterOpts{Name: "kappa_processor_store_reads_total",
+			Help: "Aggregates read from the local state store because the cache of decoded aggregates did not hold them (--state-cache-aggregates)."}),
 	}
 	reg.MustRegister(m.commands, m.committed, m.aborted, m.txCommands, m.txSeconds, m.decision, m.restores, m.restored,
-		m.aggregates, m.inMemory, m.keyed, m.bytes)
+		m.aggregates, m.inMemory, m.keyed, m.bytes, m.storeReads)
 	return m
 }
 
@@ -213,6 +216,7 @@ func (m *Processor) Committed(tx processor.Transaction) {
 	m.commands.WithLabelValues("duplicate").Add(float64(tx.Duplicates))
 	m.txCommands.Observe(float64(len(tx.Decided)))
 	m.txSeconds.Observe(tx.Took.Seconds())
+	m.storeReads.Add(float64(tx.StoreReads))
 	for _, d := range tx.Decided {
 		m.decision.Observe(d.Seconds())
 	}

@@ -3,17 +3,21 @@ package processor
 import "github.com/kappa-cqrs/kappa/producer/aggregate"
 
 // stateCache keeps decoded aggregates in front of the store, up to a
-// bound, in two generations: recent takes every aggregate used, and when
-// it holds half the bound it becomes older and a new recent begins. An
-// aggregate used within the last half-bound of others stays; one found
-// only in older moves back to recent. This is an LRU's behaviour at
-// the cost of map operations only: hashicorp's LRU, moving a list
-// element on every use, was 8% of the processor's CPU at 6,000 commands
-// a second (a third of what deciding from the store added), and its
-// list elements were objects for the collector to scan.
+// bound, evicting by the clock algorithm: each slot has a used bit that a
+// hit sets, and a new aggregate takes the first slot the hand finds
+// unused, clearing the bits it passes. That keeps the recently used as an
+// LRU does, at the cost of a map operation per hit. Hashicorp's LRU,
+// moving a list element on every use, was 8% of the processor's CPU at
+// 6,000 commands a second; two generations of maps that swapped at half
+// the bound cost as little per hit but held between half the bound and
+// all of it, missing about twice as often as an LRU of the same bound
+// where the live aggregates outnumber it, and each miss is a read from the
+// store (docs/PERFORMANCE.md).
 type stateCache struct {
-	recent, older map[cacheKey]aggregate.State
-	half          int
+	slot  map[cacheKey]int
+	slots []cacheSlot
+	hand  int
+	bound int
 }
 
 // cacheKey names an aggregate in the cache.
@@ -22,42 +26,64 @@ type cacheKey struct {
 	key       string
 }
 
-// newStateCache returns a cache of bound aggregates, rounded up to an even
-// number.
+type cacheSlot struct {
+	key  cacheKey
+	st   aggregate.State
+	used bool
+	held bool
+}
+
+// newStateCache returns a cache of at most bound aggregates.
 func newStateCache(bound int) *stateCache {
-	half := max((bound+1)/2, 1)
-	return &stateCache{recent: make(map[cacheKey]aggregate.State, half), older: map[cacheKey]aggregate.State{}, half: half}
+	bound = max(bound, 1)
+	return &stateCache{slot: make(map[cacheKey]int, bound), bound: bound}
 }
 
 func (c *stateCache) get(k cacheKey) (aggregate.State, bool) {
-	if st, ok := c.recent[k]; ok {
-		return st, true
+	i, ok := c.slot[k]
+	if !ok {
+		return aggregate.State{}, false
 	}
-	st, ok := c.older[k]
-	if ok {
-		c.put(k, st)
-	}
-	return st, ok
+	s := &c.slots[i]
+	s.used = true
+	return s.st, true
 }
 
 // put keeps an aggregate's state as used now.
 func (c *stateCache) put(k cacheKey, st aggregate.State) {
-	// Until recent is full, one hash of the key is all a put costs.
-	if len(c.recent) >= c.half {
-		if _, ok := c.recent[k]; !ok {
-			c.older, c.recent = c.recent, make(map[cacheKey]aggregate.State, c.half)
-		}
+	if i, ok := c.slot[k]; ok {
+		c.slots[i].st, c.slots[i].used = st, true
+		return
 	}
-	c.recent[k] = st
+	if len(c.slots) < c.bound {
+		c.slot[k] = len(c.slots)
+		c.slots = append(c.slots, cacheSlot{key: k, st: st, held: true})
+		return
+	}
+	for {
+		s := &c.slots[c.hand]
+		if s.used {
+			s.used = false
+			c.hand = (c.hand + 1) % c.bound
+			continue
+		}
+		if s.held {
+			delete(c.slot, s.key)
+		}
+		*s = cacheSlot{key: k, st: st, held: true}
+		c.slot[k] = c.hand
+		c.hand = (c.hand + 1) % c.bound
+		return
+	}
 }
 
-// drop forgets the aggregates of the partitions.
+// drop forgets the aggregates of the partitions; their slots are the
+// first the hand takes.
 func (c *stateCache) drop(parts map[int32]bool) {
-	for _, m := range []map[cacheKey]aggregate.State{c.recent, c.older} {
-		for k := range m {
-			if parts[k.partition] {
-				delete(m, k)
-			}
+	for i := range c.slots {
+		if s := &c.slots[i]; s.held && parts[s.key.partition] {
+			delete(c.slot, s.key)
+			*s = cacheSlot{}
 		}
 	}
 }

@@ -40,11 +40,9 @@ func TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound(t *testing.T) {
 		t.Fatal("the cache dropped the aggregate used last")
 	}
 	c.drop(map[int32]bool{0: true})
-	for _, m := range []map[cacheKey]aggregate.State{c.recent, c.older} {
-		for k := range m {
-			if k.partition == 0 {
-				t.Fatalf("after dropping partition 0 the cache holds %v", k)
-			}
+	for k := range c.slot {
+		if k.partition == 0 {
+			t.Fatalf("after dropping partition 0 the cache holds %v", k)
 		}
 	}
 	if held(c) == 0 {
@@ -52,13 +50,26 @@ func TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound(t *testing.T) {
 	}
 }
 
-// held counts the aggregates held, once each.
-func held(c *stateCache) int {
-	n := len(c.recent)
-	for k := range c.older {
-		if _, ok := c.recent[k]; !ok {
-			n++
+// held counts the aggregates held.
+func held(c *stateCache) int { return len(c.slot) }
+
+// The cache holds as many aggregates as its bound: a processor whose
+// aggregates in use all fit reads none of them from the store again.
+func TestTheStateCacheHoldsItsWholeBound(t *testing.T) {
+	const bound = 100
+	c := newStateCache(bound)
+	for round := range 5 {
+		for i := range bound {
+			k := cacheKey{int32(i % 3), fmt.Sprintf("cart-%d", i)}
+			if _, ok := c.get(k); !ok {
+				if round > 0 {
+					t.Fatalf("round %d: %v was dropped with only %d aggregates in use", round, k, bound)
+				}
+				c.put(k, aggregate.State{Version: 1})
+			}
 		}
 	}
-	return n
+	if n := held(c); n != bound {
+		t.Fatalf("the cache holds %d aggregates, want %d", n, bound)
+	}
 }

@@ -68,6 +68,7 @@ func (p *Processor) aggregate(o *owned, part int32, key string) (aggregate.State
 	if !o.presence.mayHold(key) {
 		return aggregate.State{}, nil
 	}
+	p.storeReads++
 	st, err := p.store.aggregate(part, key)
 	if err == nil && st.Version > 0 {
 		p.cache.put(cacheKey{part, key}, st)
