@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kappa-cqrs/kappa/api"
+	"github.com/kappa-cqrs/kappa/heapfloor"
 	"github.com/kappa-cqrs/kappa/httpserver"
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/metrics"
@@ -245,6 +246,10 @@ func runProcess(ctx context.Context, cfg Config) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.Run(gctx) })
+	g.Go(func() error {
+		heapfloor.Keep(gctx, cfg.processor(nil).WithDefaults().HeapFloor, time.Second)
+		return nil
+	})
 	g.Go(func() error {
 		return serveOps(gctx, cfg, "processor", reg, func(context.Context) error { return p.Ready() })
 	})

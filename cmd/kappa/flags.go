@@ -50,6 +50,7 @@ func componentDefaults() kong.Vars {
 		"state_cache_bytes":         strconv.FormatInt(proc.StateCacheBytes, 10),
 		"state_cache_aggregates":    strconv.Itoa(proc.StateCacheAggregates),
 		"fetch_max_bytes":           strconv.Itoa(int(proc.FetchMaxBytes)),
+		"heap_floor":                strconv.FormatInt(proc.HeapFloor, 10),
 		"clickhouse_flush_interval": duration(chProjector.FlushInterval),
 		"postgres_flush_interval":   duration(pgProjector.FlushInterval),
 		"max_batch_records":         strconv.Itoa(chProjector.MaxBatchRecords),
@@ -241,12 +242,13 @@ type processorFlags struct {
 	StateCacheBytes      int64         `env:"KAPPA_STATE_CACHE_BYTES" default:"${state_cache_bytes}" help:"Bytes of memory the local store may cache blocks in."`
 	StateCacheAggregates int           `env:"KAPPA_STATE_CACHE_AGGREGATES" default:"${state_cache_aggregates}" help:"Aggregates a processor keeps decoded in memory in front of its store, the most recently used."`
 	FetchMaxBytes        int32         `env:"KAPPA_FETCH_MAX_BYTES" default:"${fetch_max_bytes}" help:"Most bytes of commands a processor fetches at once (Kafka's fetch.max.bytes); what it fetches is held decoded until decided, about 15 times its size, so this bounds its memory while it catches up on a backlog."`
+	HeapFloor            int64         `env:"KAPPA_HEAP_FLOOR" default:"${heap_floor}" help:"Bytes of heap a processor's process may grow to before collecting garbage while its live heap is below half of that: less CPU on collection for more resident memory. GOGC or GOMEMLIMIT in the environment override it; negative: Go's default."`
 }
 
 func (f processorFlags) apply(c *roles.Config) {
 	c.Processor.TransactionInterval = f.TransactionInterval
 	c.Processor.StateDir, c.Processor.StateCacheBytes, c.Processor.StateCacheAggregates = f.StateDir, f.StateCacheBytes, f.StateCacheAggregates
-	c.Processor.FetchMaxBytes = f.FetchMaxBytes
+	c.Processor.FetchMaxBytes, c.Processor.HeapFloor = f.FetchMaxBytes, f.HeapFloor
 }
 
 type batchFlags struct {

@@ -144,6 +144,14 @@ type Config struct {
 	// backlog. Default 2 MiB (franz-go's 50 MiB took the processor to
 	// 330-360 MiB catching up, 2 MiB to 210-220 MiB at the same speed).
 	FetchMaxBytes int32
+	// HeapFloor is the heap the process may grow to before it collects
+	// garbage while its live heap is below half of it (package
+	// heapfloor): a processor keeps little live, and collecting every
+	// time its heap doubled cost it 8% of its CPU at 6,000 commands/s,
+	// this 4%, for about 30 MiB more resident memory. GOGC or GOMEMLIMIT
+	// in the environment override it. Default 80 MiB; negative: Go's
+	// default collector.
+	HeapFloor int64
 	// Observer receives metrics events. Default none.
 	Observer Observer
 	// StallTimeout is how long the processor may hold no partition while
@@ -215,6 +223,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.FetchMaxBytes == 0 {
 		c.FetchMaxBytes = 2 << 20
+	}
+	if c.HeapFloor == 0 {
+		c.HeapFloor = 80 << 20
 	}
 	if c.Observer == nil {
 		c.Observer = noObserver{}
