@@ -13,6 +13,7 @@ import (
 
 	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/kappa-cqrs/kappa/kappatest"
+	"github.com/kappa-cqrs/kappa/producer/processor"
 	"github.com/kappa-cqrs/kappa/roles"
 )
 
@@ -30,7 +31,8 @@ func TestAllRolesShareOneOpsAddress(t *testing.T) {
 	api := make(chan string, 1)
 	cfg := roles.Config{Kafka: kafka.Connection{Brokers: broker.ListenAddrs()}, TopicPrefix: prefix, GroupPrefix: prefix,
 		Postgres: kappatest.Postgres(t), ClickHouse: kappatest.ClickHouse(t), HTTPAddr: "127.0.0.1:0", OpsAddr: ops,
-		Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}}, OnListen: func(a net.Addr) { api <- a.String() }}
+		Auth: roles.AuthConfig{Methods: []string{roles.AuthNone}}, OnListen: func(a net.Addr) { api <- a.String() },
+		Processor: processor.Config{StateDir: t.TempDir()}}
 	done := make(chan error, 1)
 	go func() { done <- roles.All(t.Context(), cfg) }()
 	get := func(path string) (int, string, error) {

@@ -42,8 +42,26 @@ func startProcess(t *testing.T, bin string, env []string) (*exec.Cmd, string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			logTail(t, log, 80)
+		}
+	})
 	return cmd, log
+}
+
+// logTail logs the last lines of a process's log, for a failed test whose
+// log directory goes with it.
+func logTail(t *testing.T, file string, lines int) {
+	out, err := os.ReadFile(file)
+	if err != nil {
+		t.Logf("%s: %v", file, err)
+		return
+	}
+	all := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	t.Logf("the last %d lines of %s:\n%s", min(lines, len(all)), file, strings.Join(all[max(len(all)-lines, 0):], "\n"))
 }
 
 type projectorProcess struct {

@@ -27,7 +27,7 @@ func TestAKilledStaticProcessorTakesItsPartitionsBack(t *testing.T) {
 	env := append(os.Environ(),
 		"KAPPA_KAFKA_BROKERS="+strings.Join(conn.Brokers, ","),
 		"KAPPA_TOPIC_PREFIX="+sys.cfg.TopicPrefix, "KAPPA_GROUP_PREFIX="+sys.cfg.GroupPrefix,
-		"KAPPA_INSTANCE_ID=process-0", "KAPPA_SESSION_TIMEOUT=60s", "KAPPA_LOG_LEVEL=info")
+		"KAPPA_INSTANCE_ID=process-0", "KAPPA_STATE_DIR="+t.TempDir(), "KAPPA_SESSION_TIMEOUT=60s", "KAPPA_LOG_LEVEL=info")
 	start := func() *exec.Cmd {
 		cmd, _ := startProcess(t, bin, env)
 		return cmd

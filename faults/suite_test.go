@@ -269,6 +269,9 @@ func newCluster(t *testing.T, bin, name string, instances int) *cluster {
 		"KAPPA_CLICKHOUSE_ADDR=" + c.chProxy.addr(), "KAPPA_CLICKHOUSE_DATABASE=" + ch.Database,
 		"KAPPA_MAX_BATCH_RECORDS=200", "KAPPA_CLICKHOUSE_FLUSH_INTERVAL=20ms", "KAPPA_POSTGRES_FLUSH_INTERVAL=20ms", "KAPPA_SESSION_TIMEOUT=6s",
 		"KAPPA_HTTP_ADDR=" + c.ingest, "KAPPA_AUTH=none", "KAPPA_LOG_LEVEL=info",
+		// Each instance keeps its store across its restarts, as on a
+		// volume, and the test's directory goes with the test.
+		"KAPPA_STATE_DIR=" + filepath.Join(c.dir, "state"),
 	}
 	t.Cleanup(func() {
 		c.stopAll()
