@@ -72,15 +72,22 @@ func (rs *Records) Keyed(topic string, partition int32, key []byte, env schemas.
 	return &r.Record
 }
 
-// Recycle takes back every record made since the last Recycle or Forget.
-// Call it only once the producer is done with them: every one's promise
-// has run (a Flush returned) and nothing else holds them.
+// MaxFreeRecords bounds the records kept for reuse, about 1 KiB each:
+// a transaction at load makes about 1,200, and one catching up on a
+// backlog up to 10,000, which need not stay in memory after it.
+const MaxFreeRecords = 4096
+
+// Recycle takes back every record made since the last Recycle or Forget,
+// up to MaxFreeRecords held. Call it only once the producer is done with
+// them: every one's promise has run (a Flush returned) and nothing else
+// holds them.
 func (rs *Records) Recycle() {
-	for _, r := range rs.used {
+	keep := rs.used[:min(len(rs.used), MaxFreeRecords-len(rs.free))]
+	for _, r := range keep {
 		// Not to keep the payloads alive until the record's next use.
 		r.Record = kgo.Record{}
 	}
-	rs.free = append(rs.free, rs.used...)
+	rs.free = append(rs.free, keep...)
 	rs.Forget()
 }
 

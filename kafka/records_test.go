@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/kappa-cqrs/kappa/kafka"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // A recycled record is made again from nothing of its last use: what the
@@ -62,5 +63,24 @@ func BenchmarkRecycledRecord(b *testing.B) {
 	for b.Loop() {
 		_ = rs.Keyed("events", 0, []byte("cart-12345"), env)
 		rs.Recycle()
+	}
+}
+
+// However large a transaction, at most MaxFreeRecords wait for the next.
+func TestRecycledRecordsAreBounded(t *testing.T) {
+	var rs kafka.Records
+	made := map[*kgo.Record]bool{}
+	for range kafka.MaxFreeRecords + 1000 {
+		made[rs.Keyed("events", 0, []byte("cart-1"), benchEnvelope())] = true
+	}
+	rs.Recycle()
+	reused := 0
+	for range kafka.MaxFreeRecords + 1000 {
+		if made[rs.Keyed("events", 0, []byte("cart-1"), benchEnvelope())] {
+			reused++
+		}
+	}
+	if reused != kafka.MaxFreeRecords {
+		t.Fatalf("%d records were reused, want %d", reused, kafka.MaxFreeRecords)
 	}
 }
