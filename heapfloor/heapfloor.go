@@ -1,8 +1,8 @@
 // Package heapfloor lets a process whose live heap is small collect its
 // garbage less often. Go's collector runs each time the heap doubles its
-// live part (GOGC=100): a processor that keeps 35 MiB live and allocates
-// 30 MB/s at load collects about once a second, and the collector takes
-// a tenth of its CPU. With a floor, the heap may grow to the floor before a
+// live part (GOGC=100): a processor that keeps about 30 MiB live and
+// allocates 20-30 MB/s at load collects about once a second, and the
+// collector takes 8% of its CPU (docs/PERFORMANCE.md). With a floor, the heap may grow to the floor before a
 // collection while the live part is small, as if GOGC were raised, and
 // collections follow Go's default again once the live heap reaches half
 // the floor, so a large live heap costs no more memory than before.

@@ -3,8 +3,9 @@ package kafka_test
 import (
 	"testing"
 
-	"github.com/kappa-cqrs/kappa/kafka"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kappa-cqrs/kappa/kafka"
 )
 
 // A recycled record is made again from nothing of its last use: what the
