@@ -2,6 +2,8 @@ package processor
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/kappa-cqrs/kappa/producer/aggregate"
@@ -40,10 +42,13 @@ func TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound(t *testing.T) {
 		t.Fatal("the cache dropped the aggregate used last")
 	}
 	c.drop(map[int32]bool{0: true})
-	for k := range c.slot {
-		if k.partition == 0 {
-			t.Fatalf("after dropping partition 0 the cache holds %v", k)
+	for part, keys := range c.slot {
+		if part == 0 && len(keys) > 0 {
+			t.Fatalf("after dropping partition 0 the cache holds %v", keys)
 		}
+	}
+	if _, ok := c.get(hot); ok {
+		t.Fatal("after dropping partition 0 the cache still returns its aggregate")
 	}
 	if held(c) == 0 {
 		t.Fatal("dropping partition 0 emptied the others")
@@ -51,7 +56,13 @@ func TestTheStateCacheKeepsTheRecentlyUsedWithinItsBound(t *testing.T) {
 }
 
 // held counts the aggregates held.
-func held(c *stateCache) int { return len(c.slot) }
+func held(c *stateCache) int {
+	n := 0
+	for _, keys := range c.slot {
+		n += len(keys)
+	}
+	return n
+}
 
 // The cache holds as many aggregates as its bound: a processor whose
 // aggregates in use all fit reads none of them from the store again.
@@ -71,5 +82,32 @@ func TestTheStateCacheHoldsItsWholeBound(t *testing.T) {
 	}
 	if n := held(c); n != bound {
 		t.Fatalf("the cache holds %d aggregates, want %d", n, bound)
+	}
+}
+
+// BenchmarkStateCache runs the load test's pattern: commands on 12,000
+// aggregates over 6 partitions, a partition's commands together, each
+// aggregate looked up and, once its transaction commits, put back; the
+// cache holds 10,000.
+func BenchmarkStateCache(b *testing.B) {
+	const aggregates, partitions, bound = 12000, 6, 10000
+	keys := make([]cacheKey, aggregates)
+	for i := range keys {
+		keys[i] = cacheKey{int32(i % partitions), fmt.Sprintf("%08x-0000-4000-8000-%012x", i*7919, i)}
+	}
+	slices.SortStableFunc(keys, func(a, b cacheKey) int { return int(a.partition - b.partition) })
+	c := newStateCache(bound)
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ResetTimer()
+	for i := range b.N {
+		// Runs of 100 commands on one partition, as a fetch hands them out.
+		part := (i / 100) % partitions
+		k := keys[part*aggregates/partitions+rng.IntN(aggregates/partitions)]
+		st, ok := c.get(k)
+		if !ok {
+			st = aggregate.State{Version: 1}
+		}
+		st.Version++
+		c.put(k, st)
 	}
 }
